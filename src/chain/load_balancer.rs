@@ -1,0 +1,199 @@
+//! The internal Network Load Balancer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use aws_sdk_elasticloadbalancingv2 as elbv2;
+use elbv2::client::Waiters;
+use elbv2::types::{IpAddressType, LoadBalancerAttribute, LoadBalancerSchemeEnum, LoadBalancerTypeEnum};
+
+use super::tags::{self, Tags};
+use super::{Desired, Owner, Progress};
+use crate::error::{Error, Result, code_of};
+
+const CROSS_ZONE: &str = "load_balancing.cross_zone.enabled";
+
+#[derive(Debug, Clone)]
+pub struct LoadBalancer {
+    pub arn: String,
+    pub name: String,
+    pub dns_name: String,
+    pub vpc_id: String,
+    pub subnets: BTreeSet<String>,
+    pub security_groups: BTreeSet<String>,
+    pub generation: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl LoadBalancer {
+    fn from_sdk(lb: elbv2::types::LoadBalancer) -> Self {
+        LoadBalancer {
+            arn: lb.load_balancer_arn.unwrap_or_default(),
+            name: lb.load_balancer_name.unwrap_or_default(),
+            dns_name: lb.dns_name.unwrap_or_default(),
+            vpc_id: lb.vpc_id.unwrap_or_default(),
+            subnets: lb.availability_zones.unwrap_or_default().into_iter().filter_map(|az| az.subnet_id).collect(),
+            security_groups: lb.security_groups.unwrap_or_default().into_iter().collect(),
+            generation: String::new(),
+            tags: BTreeMap::new(),
+        }
+    }
+}
+
+pub async fn list_owned(elb: &elbv2::Client, owner: &Owner) -> Result<Vec<LoadBalancer>> {
+    let all: Vec<_> = elb
+        .describe_load_balancers()
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(Error::aws("listing load balancers (DescribeLoadBalancers)"))?;
+    let all: Vec<LoadBalancer> = all
+        .into_iter()
+        .filter(|lb| lb.r#type == Some(LoadBalancerTypeEnum::Network))
+        .map(LoadBalancer::from_sdk)
+        .collect();
+    let mut tags = tags::describe_elb(elb, all.iter().map(|lb| lb.arn.clone()).collect()).await?;
+    Ok(all
+        .into_iter()
+        .filter_map(|mut lb| {
+            lb.tags = tags.remove(&lb.arn)?;
+            lb.generation = tags::owned_generation(owner, &lb.tags)?;
+            Some(lb)
+        })
+        .collect())
+}
+
+/// What AWS cannot change on an existing load balancer that is attached to an endpoint service.
+pub fn replacement_reasons(lb: &LoadBalancer, want: &Desired<'_>) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if lb.name != want.resource_name() {
+        reasons.push(format!("Name: the load balancer is named {} and AWS cannot rename it", lb.name));
+    }
+    if lb.vpc_id != want.network.vpc_id {
+        reasons.push(format!("SubnetIds: the subnets moved from {} to {}", lb.vpc_id, want.network.vpc_id));
+    } else if !lb.subnets.is_subset(&want.spec.subnet_ids) {
+        let removed: Vec<&str> = lb.subnets.difference(&want.spec.subnet_ids).map(String::as_str).collect();
+        reasons.push(format!(
+            "SubnetIds: {} would be removed, which AWS refuses while an endpoint service uses the load balancer",
+            removed.join(", ")
+        ));
+    }
+    if lb.security_groups.is_empty() && !want.spec.security_group_ids.is_empty() {
+        reasons.push("SecurityGroupIds: the load balancer has no security groups and AWS cannot add them later".to_string());
+    }
+    reasons
+}
+
+/// Creates the load balancer, or brings an existing one's subnets, security
+/// groups and tags to what is wanted. Returns its ARN.
+pub async fn ensure(
+    elb: &elbv2::Client,
+    existing: Option<&LoadBalancer>,
+    want: &Desired<'_>,
+    tags: &Tags,
+    progress: &Progress,
+) -> Result<String> {
+    let Some(lb) = existing else {
+        let _step = progress.step("creating the load balancer");
+        let created = elb
+            .create_load_balancer()
+            .name(want.resource_name())
+            .r#type(LoadBalancerTypeEnum::Network)
+            .scheme(LoadBalancerSchemeEnum::Internal)
+            .ip_address_type(IpAddressType::Ipv4)
+            .set_subnets(Some(want.spec.subnet_ids.iter().cloned().collect()))
+            // Only at creation: an NLB created without security groups can never get any.
+            .set_security_groups(Some(want.spec.security_group_ids.iter().cloned().collect()).filter(|g: &Vec<_>| !g.is_empty()))
+            .set_tags(Some(tags.elb()))
+            .send()
+            .await
+            .map_err(Error::aws("creating the load balancer (CreateLoadBalancer)"))?;
+        return created
+            .load_balancers
+            .and_then(|lbs| lbs.into_iter().next())
+            .and_then(|lb| lb.load_balancer_arn)
+            .ok_or_else(|| Error::Unexpected { step: "creating the load balancer", message: "CreateLoadBalancer returned no ARN".into() });
+    };
+    if lb.subnets != want.spec.subnet_ids {
+        let _step = progress.step("adding subnets to the load balancer");
+        elb.set_subnets()
+            .load_balancer_arn(&lb.arn)
+            .set_subnets(Some(want.spec.subnet_ids.iter().cloned().collect()))
+            .send()
+            .await
+            .map_err(Error::aws("changing the load balancer's subnets (SetSubnets)"))?;
+    }
+    if lb.security_groups != want.spec.security_group_ids {
+        let _step = progress.step("changing the load balancer's security groups");
+        elb.set_security_groups()
+            .load_balancer_arn(&lb.arn)
+            .set_security_groups(Some(want.spec.security_group_ids.iter().cloned().collect()))
+            .send()
+            .await
+            .map_err(Error::aws("changing the load balancer's security groups (SetSecurityGroups)"))?;
+    }
+    tags::sync_elb(elb, &lb.arn, &lb.tags, tags, progress).await?;
+    Ok(lb.arn.clone())
+}
+
+/// Waits until the load balancer is active and returns it.
+pub async fn wait_active(elb: &elbv2::Client, arn: &str, max_wait: Duration, progress: &Progress) -> Result<LoadBalancer> {
+    let _step = progress.step("waiting for the load balancer to become active");
+    let done = elb
+        .wait_until_load_balancer_available()
+        .load_balancer_arns(arn)
+        .wait(max_wait)
+        .await
+        .map_err(|err| Error::Unexpected { step: "waiting for the load balancer to become active", message: err.to_string() })?;
+    done.into_result()
+        .ok()
+        .and_then(|answer| answer.load_balancers)
+        .and_then(|lbs| lbs.into_iter().next())
+        .map(LoadBalancer::from_sdk)
+        .ok_or_else(|| Error::Unexpected { step: "waiting for the load balancer", message: "it is no longer described".into() })
+}
+
+pub async fn ensure_cross_zone(elb: &elbv2::Client, arn: &str, enabled: bool, progress: &Progress) -> Result<()> {
+    let _step = progress.step("setting cross-zone load balancing");
+    let attributes = elb
+        .describe_load_balancer_attributes()
+        .load_balancer_arn(arn)
+        .send()
+        .await
+        .map_err(Error::aws("reading the load balancer's attributes (DescribeLoadBalancerAttributes)"))?;
+    let current = attributes
+        .attributes
+        .unwrap_or_default()
+        .into_iter()
+        .find(|a| a.key.as_deref() == Some(CROSS_ZONE))
+        .and_then(|a| a.value);
+    if current.as_deref() == Some(&enabled.to_string()) {
+        return Ok(());
+    }
+    elb.modify_load_balancer_attributes()
+        .load_balancer_arn(arn)
+        .attributes(LoadBalancerAttribute::builder().key(CROSS_ZONE).value(enabled.to_string()).build())
+        .send()
+        .await
+        .map_err(Error::aws("setting cross-zone load balancing (ModifyLoadBalancerAttributes)"))?;
+    Ok(())
+}
+
+/// Deletes the load balancer and waits until it is gone (its target group can
+/// be deleted only then). Already gone is fine.
+pub async fn delete(elb: &elbv2::Client, arn: &str, max_wait: Duration, progress: &Progress) -> Result<()> {
+    let _step = progress.step("deleting the load balancer");
+    match elb.delete_load_balancer().load_balancer_arn(arn).send().await {
+        Ok(_) => {}
+        Err(err) if code_of(&err) == Some("LoadBalancerNotFound") => return Ok(()),
+        Err(err) => return Err(Error::aws("deleting the load balancer (DeleteLoadBalancer)")(err)),
+    }
+    elb.wait_until_load_balancers_deleted()
+        .load_balancer_arns(arn)
+        .wait(max_wait)
+        .await
+        .map_err(|err| Error::Unexpected { step: "waiting for the load balancer to be deleted", message: err.to_string() })?;
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! The network the chain lives in, checked before anything is created: AWS's
+//! own checks would only fire halfway through the chain (and an emulator skips
+//! some of them).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use aws_sdk_ec2::types::Filter;
+
+use crate::error::{Error, Result};
+use crate::spec::Spec;
+
+/// An Availability Zone by name (which differs between accounts) and ID (which does not).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Zone {
+    pub name: String,
+    pub id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub vpc_id: String,
+    /// Subnet ID → its zone.
+    pub subnets: BTreeMap<String, Zone>,
+    /// The VPC's IPv4 blocks as (network, prefix length).
+    cidrs: Vec<(Ipv4Addr, u8)>,
+}
+
+impl Network {
+    /// The zones of the subnets, sorted by name.
+    pub fn zones(&self) -> Vec<Zone> {
+        let zones: BTreeSet<Zone> = self.subnets.values().cloned().collect();
+        zones.into_iter().collect()
+    }
+
+    /// Whether `ip` is inside the VPC; targets outside it (peered VPCs, on-premises)
+    /// must be registered for all zones.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.cidrs.iter().any(|(net, len)| {
+            let mask = u32::MAX.checked_shl(32 - u32::from(*len)).unwrap_or(0);
+            u32::from(ip) & mask == u32::from(*net) & mask
+        })
+    }
+}
+
+pub async fn resolve(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Result<Network> {
+    const SUBNETS: &str = "SubnetIds";
+    // A filter, not SubnetIds: it lists what exists instead of failing on the
+    // first missing ID, so the error can name every one that is missing.
+    let subnets = ec2
+        .describe_subnets()
+        .filters(Filter::builder().name("subnet-id").set_values(Some(spec.subnet_ids.iter().cloned().collect())).build())
+        .send()
+        .await
+        .map_err(Error::aws("reading the subnets (DescribeSubnets)"))?
+        .subnets
+        .unwrap_or_default();
+
+    let found: BTreeSet<&str> = subnets.iter().filter_map(|s| s.subnet_id.as_deref()).collect();
+    let missing: Vec<&str> = spec.subnet_ids.iter().map(String::as_str).filter(|id| !found.contains(id)).collect();
+    if !missing.is_empty() {
+        return Err(Error::property(SUBNETS, format!("{} not found in this account and region", missing.join(", "))));
+    }
+
+    let mut vpc_of: Vec<(&str, &str)> = Vec::new();
+    let mut by_zone: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut zones = BTreeMap::new();
+    for subnet in &subnets {
+        let (Some(id), Some(vpc), Some(zone), Some(zone_id)) =
+            (subnet.subnet_id.as_deref(), subnet.vpc_id.as_deref(), subnet.availability_zone.as_deref(), subnet.availability_zone_id.as_deref())
+        else {
+            return Err(Error::Unexpected { step: "reading the subnets", message: "DescribeSubnets returned a subnet without ID, VPC or zone".into() });
+        };
+        if let Some((other, other_vpc)) = vpc_of.iter().find(|(_, v)| *v != vpc) {
+            return Err(Error::property(SUBNETS, format!("{other} is in {other_vpc} but {id} is in {vpc}; all subnets must be in one VPC")));
+        }
+        vpc_of.push((id, vpc));
+        if let Some(other) = by_zone.insert(zone, id) {
+            return Err(Error::property(
+                SUBNETS,
+                format!("{other} and {id} are both in {zone} ({zone_id}); a load balancer takes at most one subnet per Availability Zone"),
+            ));
+        }
+        zones.insert(id.to_string(), Zone { name: zone.to_string(), id: zone_id.to_string() });
+    }
+    let vpc_id = vpc_of.first().map(|(_, vpc)| vpc.to_string()).unwrap_or_default();
+
+    let (cidrs, ()) = tokio::try_join!(vpc_cidrs(ec2, &vpc_id), check_security_groups(ec2, spec, &vpc_id))?;
+    Ok(Network { vpc_id, subnets: zones, cidrs })
+}
+
+async fn vpc_cidrs(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<Vec<(Ipv4Addr, u8)>> {
+    let vpcs = ec2.describe_vpcs().vpc_ids(vpc_id).send().await.map_err(Error::aws("reading the VPC (DescribeVpcs)"))?;
+    let blocks = vpcs
+        .vpcs
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|vpc| {
+            let associated = vpc.cidr_block_association_set.unwrap_or_default().into_iter().filter_map(|a| a.cidr_block);
+            associated.chain(vpc.cidr_block)
+        })
+        .filter_map(|block| {
+            let (net, len) = block.split_once('/')?;
+            Some((net.parse().ok()?, len.parse().ok().filter(|len| *len <= 32)?))
+        })
+        .collect();
+    Ok(blocks)
+}
+
+async fn check_security_groups(ec2: &aws_sdk_ec2::Client, spec: &Spec, vpc_id: &str) -> Result<()> {
+    const GROUPS: &str = "SecurityGroupIds";
+    if spec.security_group_ids.is_empty() {
+        return Ok(());
+    }
+    let groups = ec2
+        .describe_security_groups()
+        .filters(Filter::builder().name("group-id").set_values(Some(spec.security_group_ids.iter().cloned().collect())).build())
+        .send()
+        .await
+        .map_err(Error::aws("reading the security groups (DescribeSecurityGroups)"))?
+        .security_groups
+        .unwrap_or_default();
+    let found: BTreeMap<&str, &str> =
+        groups.iter().filter_map(|g| Some((g.group_id.as_deref()?, g.vpc_id.as_deref().unwrap_or_default()))).collect();
+    let missing: Vec<&str> = spec.security_group_ids.iter().map(String::as_str).filter(|id| !found.contains_key(id)).collect();
+    if !missing.is_empty() {
+        return Err(Error::property(GROUPS, format!("{} not found in this account and region", missing.join(", "))));
+    }
+    if let Some((id, vpc)) = found.iter().find(|(_, vpc)| **vpc != vpc_id) {
+        return Err(Error::property(GROUPS, format!("{id} is in {vpc}, not in {vpc_id} where the subnets are")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contains_checks_every_block() {
+        let network = Network {
+            vpc_id: "vpc-1".into(),
+            subnets: BTreeMap::new(),
+            cidrs: vec![("10.0.0.0".parse().unwrap(), 16), ("100.64.0.0".parse().unwrap(), 24)],
+        };
+        assert!(network.contains("10.0.255.1".parse().unwrap()));
+        assert!(network.contains("100.64.0.9".parse().unwrap()));
+        assert!(!network.contains("10.1.0.1".parse().unwrap()));
+        assert!(!network.contains("192.168.0.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,141 @@
+//! Ownership tags (how the chain finds what it built) and the user's tags.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use aws_sdk_elasticloadbalancingv2 as elbv2;
+
+use super::{Owner, Progress};
+use crate::error::{Error, Result};
+
+pub const STACK_ID_TAG: &str = "reverse-privatelink:stack-id";
+pub const LOGICAL_ID_TAG: &str = "reverse-privatelink:logical-id";
+pub const GENERATION_TAG: &str = "reverse-privatelink:generation";
+/// Set on the endpoint service once the whole chain is built and about to be handed out.
+pub const COMPLETE_TAG: &str = "reverse-privatelink:complete";
+
+/// DescribeTags takes at most 20 ARNs.
+const DESCRIBE_TAGS_BATCH: usize = 20;
+
+/// The tags one generation's resources should carry.
+pub struct Tags {
+    /// Ownership tags followed by the user's tags.
+    pub wanted: BTreeMap<String, String>,
+    /// User tags an earlier version of the properties set and the current one dropped.
+    pub dropped: BTreeSet<String>,
+}
+
+impl Tags {
+    pub fn new(owner: &Owner, generation: &str, user: &BTreeMap<String, String>, dropped: &BTreeSet<String>) -> Self {
+        let mut wanted = user.clone();
+        wanted.insert(STACK_ID_TAG.to_string(), owner.stack_id.clone());
+        wanted.insert(LOGICAL_ID_TAG.to_string(), owner.logical_id.clone());
+        wanted.insert(GENERATION_TAG.to_string(), generation.to_string());
+        let dropped = dropped.iter().filter(|key| !wanted.contains_key(*key)).cloned().collect();
+        Tags { wanted, dropped }
+    }
+
+    pub fn elb(&self) -> Vec<elbv2::types::Tag> {
+        self.wanted.iter().map(|(k, v)| elbv2::types::Tag::builder().key(k).value(v).build()).collect()
+    }
+
+    pub fn ec2(&self) -> Vec<aws_sdk_ec2::types::Tag> {
+        self.wanted.iter().map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build()).collect()
+    }
+
+    /// Tags to set and keys to remove so that `current` becomes what is wanted;
+    /// tags nobody asked for (set by other tools) are left alone.
+    pub fn difference(&self, current: &BTreeMap<String, String>) -> (BTreeMap<String, String>, Vec<String>) {
+        let set = self.wanted.iter().filter(|(k, v)| current.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let remove = self.dropped.iter().filter(|k| current.contains_key(*k)).cloned().collect();
+        (set, remove)
+    }
+}
+
+/// The generation a resource belongs to, if `tags` say this owner built it.
+pub fn owned_generation(owner: &Owner, tags: &BTreeMap<String, String>) -> Option<String> {
+    let ours = tags.get(STACK_ID_TAG) == Some(&owner.stack_id) && tags.get(LOGICAL_ID_TAG) == Some(&owner.logical_id);
+    ours.then(|| tags.get(GENERATION_TAG).cloned()).flatten()
+}
+
+/// Tags of many ELB resources, by ARN.
+pub async fn describe_elb(elb: &elbv2::Client, arns: Vec<String>) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+    let batches = arns.chunks(DESCRIBE_TAGS_BATCH).map(|batch| {
+        elb.describe_tags().set_resource_arns(Some(batch.to_vec())).send()
+    });
+    let answers = futures::future::try_join_all(batches).await.map_err(Error::aws("reading load balancer tags (DescribeTags)"))?;
+    Ok(answers
+        .into_iter()
+        .flat_map(|answer| answer.tag_descriptions.unwrap_or_default())
+        .filter_map(|description| {
+            let tags = description.tags.unwrap_or_default().into_iter().filter_map(|t| Some((t.key?, t.value.unwrap_or_default())));
+            Some((description.resource_arn?, tags.collect()))
+        })
+        .collect())
+}
+
+/// Brings an ELB resource's tags to what is wanted.
+pub async fn sync_elb(
+    elb: &elbv2::Client,
+    arn: &str,
+    current: &BTreeMap<String, String>,
+    tags: &Tags,
+    progress: &Progress,
+) -> Result<()> {
+    let (set, remove) = tags.difference(current);
+    if !set.is_empty() {
+        let _step = progress.step("tagging the load balancer resources");
+        let set = set.into_iter().map(|(k, v)| elbv2::types::Tag::builder().key(k).value(v).build());
+        elb.add_tags().resource_arns(arn).set_tags(Some(set.collect())).send().await.map_err(Error::aws("tagging (AddTags)"))?;
+    }
+    if !remove.is_empty() {
+        let _step = progress.step("removing dropped tags");
+        elb.remove_tags().resource_arns(arn).set_tag_keys(Some(remove)).send().await.map_err(Error::aws("removing tags (RemoveTags)"))?;
+    }
+    Ok(())
+}
+
+/// Tags of an EC2 resource as a map.
+pub fn ec2_map(tags: Option<&[aws_sdk_ec2::types::Tag]>) -> BTreeMap<String, String> {
+    tags.unwrap_or_default()
+        .iter()
+        .filter_map(|tag| Some((tag.key.clone()?, tag.value.clone().unwrap_or_default())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner() -> Owner {
+        Owner { stack_id: "stack".into(), logical_id: "Link".into() }
+    }
+
+    #[test]
+    fn ownership_needs_stack_and_logical_id() {
+        let mut tags = BTreeMap::from([
+            (STACK_ID_TAG.to_string(), "stack".to_string()),
+            (LOGICAL_ID_TAG.to_string(), "Link".to_string()),
+            (GENERATION_TAG.to_string(), "abcd1234".to_string()),
+        ]);
+        assert_eq!(owned_generation(&owner(), &tags).as_deref(), Some("abcd1234"));
+        tags.insert(LOGICAL_ID_TAG.to_string(), "Other".to_string());
+        assert_eq!(owned_generation(&owner(), &tags), None);
+    }
+
+    #[test]
+    fn difference_sets_changed_and_removes_only_dropped_user_tags() {
+        let user = BTreeMap::from([("team".to_string(), "data".to_string())]);
+        let dropped = BTreeSet::from(["old".to_string(), "team".to_string()]);
+        let tags = Tags::new(&owner(), "g", &user, &dropped);
+        let current = BTreeMap::from([
+            ("team".to_string(), "web".to_string()),
+            ("old".to_string(), "1".to_string()),
+            ("someone-else".to_string(), "x".to_string()),
+            (STACK_ID_TAG.to_string(), "stack".to_string()),
+        ]);
+        let (set, remove) = tags.difference(&current);
+        assert_eq!(set.get("team").map(String::as_str), Some("data"));
+        assert!(set.contains_key(GENERATION_TAG) && !set.contains_key(STACK_ID_TAG));
+        assert_eq!(remove, vec!["old".to_string()]);
+    }
+}

@@ -1,0 +1,174 @@
+//! The TCP target group of type `ip` and the writer's address registered in it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use aws_sdk_elasticloadbalancingv2 as elbv2;
+use elbv2::types::{ProtocolEnum, TargetDescription, TargetHealthStateEnum, TargetTypeEnum};
+
+use super::tags::{self, Tags};
+use super::{Desired, Owner, Progress};
+use crate::error::{Error, Result, code_of};
+
+/// Tells AWS a target outside the VPC (peering, Transit Gateway, on-premises) may take traffic from every zone.
+const ALL_ZONES: &str = "all";
+
+#[derive(Debug, Clone)]
+pub struct TargetGroup {
+    pub arn: String,
+    pub name: String,
+    pub port: u16,
+    pub vpc_id: String,
+    pub generation: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+pub async fn list_owned(elb: &elbv2::Client, owner: &Owner) -> Result<Vec<TargetGroup>> {
+    let all: Vec<_> = elb
+        .describe_target_groups()
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(Error::aws("listing target groups (DescribeTargetGroups)"))?;
+    let all: Vec<TargetGroup> = all
+        .into_iter()
+        .map(|tg| TargetGroup {
+            arn: tg.target_group_arn.unwrap_or_default(),
+            name: tg.target_group_name.unwrap_or_default(),
+            port: tg.port.and_then(|p| u16::try_from(p).ok()).unwrap_or_default(),
+            vpc_id: tg.vpc_id.unwrap_or_default(),
+            generation: String::new(),
+            tags: BTreeMap::new(),
+        })
+        .collect();
+    let mut tags = tags::describe_elb(elb, all.iter().map(|tg| tg.arn.clone()).collect()).await?;
+    Ok(all
+        .into_iter()
+        .filter_map(|mut tg| {
+            tg.tags = tags.remove(&tg.arn)?;
+            tg.generation = tags::owned_generation(owner, &tg.tags)?;
+            Some(tg)
+        })
+        .collect())
+}
+
+pub fn replacement_reasons(tg: &TargetGroup, want: &Desired<'_>) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if tg.port != want.spec.port {
+        reasons.push(format!("Port: the target group listens on {} and AWS cannot change a target group's port", tg.port));
+    }
+    if tg.vpc_id != want.network.vpc_id {
+        reasons.push(format!("SubnetIds: the target group is in {}, the subnets in {}", tg.vpc_id, want.network.vpc_id));
+    }
+    reasons
+}
+
+/// Creates the target group or brings an existing one's tags up to date. Returns its ARN.
+pub async fn ensure(
+    elb: &elbv2::Client,
+    existing: Option<&TargetGroup>,
+    want: &Desired<'_>,
+    tags: &Tags,
+    progress: &Progress,
+) -> Result<String> {
+    if let Some(tg) = existing {
+        tags::sync_elb(elb, &tg.arn, &tg.tags, tags, progress).await?;
+        return Ok(tg.arn.clone());
+    }
+    let _step = progress.step("creating the target group");
+    let created = elb
+        .create_target_group()
+        .name(want.resource_name())
+        .protocol(ProtocolEnum::Tcp)
+        .port(i32::from(want.spec.port))
+        .vpc_id(&want.network.vpc_id)
+        .target_type(TargetTypeEnum::Ip)
+        .set_tags(Some(tags.elb()))
+        .send()
+        .await
+        .map_err(Error::aws("creating the target group (CreateTargetGroup)"))?;
+    created
+        .target_groups
+        .and_then(|tgs| tgs.into_iter().next())
+        .and_then(|tg| tg.target_group_arn)
+        .ok_or_else(|| Error::Unexpected { step: "creating the target group", message: "CreateTargetGroup returned no ARN".into() })
+}
+
+/// Registers the wanted addresses and deregisters every other target, so the
+/// writer is the only one.
+pub async fn ensure_targets(elb: &elbv2::Client, arn: &str, want: &Desired<'_>, progress: &Progress) -> Result<()> {
+    let _step = progress.step("registering the database writer as the target");
+    let health = elb
+        .describe_target_health()
+        .target_group_arn(arn)
+        .send()
+        .await
+        .map_err(Error::aws("reading the registered targets (DescribeTargetHealth)"))?;
+    let port = i32::from(want.spec.port);
+    // A draining target is on its way out; the wanted one must be registered again.
+    let registered: BTreeSet<(String, i32)> = health
+        .target_health_descriptions
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|d| d.target_health.as_ref().and_then(|h| h.state.as_ref()) != Some(&TargetHealthStateEnum::Draining))
+        .filter_map(|d| d.target.and_then(|t| Some((t.id?, t.port.unwrap_or(port)))))
+        .collect();
+    let wanted: BTreeSet<(String, i32)> = want.spec.target_ips.iter().map(|ip| (ip.to_string(), port)).collect();
+
+    let register: Vec<TargetDescription> = want
+        .spec
+        .target_ips
+        .iter()
+        .filter(|ip| !registered.contains(&(ip.to_string(), port)))
+        .map(|ip| target(*ip, port, want.network.contains(*ip)))
+        .collect();
+    let deregister: Vec<TargetDescription> = registered
+        .difference(&wanted)
+        .map(|(id, port)| TargetDescription::builder().id(id).port(*port).build())
+        .collect();
+
+    if !register.is_empty() {
+        elb.register_targets()
+            .target_group_arn(arn)
+            .set_targets(Some(register))
+            .send()
+            .await
+            .map_err(Error::aws("registering the database writer (RegisterTargets)"))?;
+    }
+    if !deregister.is_empty() {
+        elb.deregister_targets()
+            .target_group_arn(arn)
+            .set_targets(Some(deregister))
+            .send()
+            .await
+            .map_err(Error::aws("deregistering old targets (DeregisterTargets)"))?;
+    }
+    Ok(())
+}
+
+fn target(ip: Ipv4Addr, port: i32, in_vpc: bool) -> TargetDescription {
+    let builder = TargetDescription::builder().id(ip.to_string()).port(port);
+    let builder = if in_vpc { builder } else { builder.availability_zone(ALL_ZONES) };
+    builder.build()
+}
+
+/// Deletes the target group. Right after its load balancer is deleted AWS may
+/// still call it in use for a moment, so that is retried briefly.
+pub async fn delete(elb: &elbv2::Client, arn: &str, progress: &Progress) -> Result<()> {
+    let _step = progress.step("deleting the target group");
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match elb.delete_target_group().target_group_arn(arn).send().await {
+            Ok(_) => return Ok(()),
+            Err(err) if code_of(&err) == Some("TargetGroupNotFound") => return Ok(()),
+            Err(err) if code_of(&err) == Some("ResourceInUse") && pause <= Duration::from_secs(16) => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(err) => return Err(Error::aws("deleting the target group (DeleteTargetGroup)")(err)),
+        }
+    }
+}

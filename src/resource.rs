@@ -1,0 +1,178 @@
+//! The custom resource: turns Create, Update and Delete requests into desired
+//! state and hands it to the chain. Owns the rules that tie CloudFormation's
+//! lifecycle to the chains: which generation a request works on, when a chain
+//! is replaced, and what a failed or crashed request leaves to clean up.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::chain::{self, Aws, Built, Chain, Desired, Owner, Progress};
+use crate::cloudformation::{CreateRequest, CustomResource, Deadline, DeleteRequest, Request, Success, UpdateRequest, panic_message};
+use crate::error::{Error, Result};
+use crate::spec::Spec;
+
+/// The reverse-PrivateLink custom resource.
+pub struct ReversePrivateLink {
+    aws: Aws,
+}
+
+impl ReversePrivateLink {
+    pub fn new(aws: Aws) -> Self {
+        ReversePrivateLink { aws }
+    }
+}
+
+impl CustomResource for ReversePrivateLink {
+    type Error = Error;
+
+    async fn handle(&self, request: &Request, deadline: &Deadline) -> Result<Success> {
+        match request {
+            Request::Create(create) => self.create(create, deadline).await,
+            Request::Update(update) => self.update(update, deadline).await,
+            Request::Delete(delete) => self.delete(delete, deadline).await,
+            _ => Err(Error::property("RequestType", "not Create, Update or Delete")),
+        }
+    }
+}
+
+impl ReversePrivateLink {
+    fn chain(&self, stack_id: &str, logical_id: &str) -> Chain<'_> {
+        Chain::new(&self.aws, Owner { stack_id: stack_id.to_string(), logical_id: logical_id.to_string() })
+    }
+
+    async fn create(&self, request: &CreateRequest, deadline: &Deadline) -> Result<Success> {
+        let spec = Spec::from_properties(&request.resource_properties, &request.stack_id)?;
+        let chain = self.chain(&request.stack_id, &request.logical_resource_id);
+        let generation = chain::generation(&request.request_id);
+        let progress = Progress::default();
+        let built = within(deadline.work_until, &progress, async {
+            let network = chain.resolve_network(&spec).await?;
+            let inventory = chain.inventory().await?;
+            let want = Desired { spec: &spec, network: &network, generation: generation.clone(), dropped_tag_keys: BTreeSet::new() };
+            chain.converge(&want, inventory.generation(&generation), &progress).await
+        })
+        .await;
+        finish(&chain, &generation, built, deadline).await
+    }
+
+    /// Changes the chain named by the physical ID in place where AWS can;
+    /// otherwise builds a new chain, whose new ID tells CloudFormation to
+    /// delete the old one once the stack update has succeeded.
+    async fn update(&self, request: &UpdateRequest, deadline: &Deadline) -> Result<Success> {
+        let spec = Spec::from_properties(&request.resource_properties, &request.stack_id)?;
+        let dropped_tag_keys: BTreeSet<String> =
+            Spec::tag_keys(&request.old_resource_properties).into_iter().filter(|key| !spec.tags.contains_key(key)).collect();
+        let chain = self.chain(&request.stack_id, &request.logical_resource_id);
+        let replacement = chain::generation(&request.request_id);
+        let progress = Progress::default();
+        let built = within(deadline.work_until, &progress, async {
+            let network = chain.resolve_network(&spec).await?;
+            let inventory = chain.inventory().await?;
+            let mut want = Desired { spec: &spec, network: &network, generation: replacement.clone(), dropped_tag_keys };
+            match inventory.holding_service(&request.physical_resource_id) {
+                Some(current) => {
+                    let in_place = Desired { generation: current.generation.clone(), ..want.clone() };
+                    let reasons = chain.replacement_reasons(&in_place, current);
+                    if reasons.is_empty() {
+                        want = in_place;
+                    } else {
+                        info!(?reasons, "the change needs a new chain");
+                    }
+                }
+                None => warn!(
+                    physical_resource_id = %request.physical_resource_id,
+                    "no chain of this resource holds that endpoint service; building a new one"
+                ),
+            }
+            chain.converge(&want, inventory.generation(&want.generation), &progress).await
+        })
+        .await;
+        // Only an unfinished replacement can be removed; the chain changed in place is complete and stays.
+        finish(&chain, &replacement, built, deadline).await
+    }
+
+    /// Deletes the chain the physical ID names, and every unfinished chain of
+    /// this resource (left by a failed or crashed Create or replacing Update).
+    /// Complete chains it does not name are live and never touched.
+    async fn delete(&self, request: &DeleteRequest, deadline: &Deadline) -> Result<Success> {
+        let chain = self.chain(&request.stack_id, &request.logical_resource_id);
+        let named = request.physical_resource_id.as_str();
+        let progress = Progress::default();
+        within(deadline.work_until, &progress, async {
+            let inventory = chain.inventory().await?;
+            let named_group = inventory.holding_service(named);
+            match named_group {
+                Some(group) => chain.teardown(group, &progress).await?,
+                None => info!(physical_resource_id = %named, "no endpoint service of this resource has that ID; nothing named to delete"),
+            }
+            let named_generation = named_group.map(|group| group.generation.as_str());
+            for debris in inventory.incomplete().filter(|group| Some(group.generation.as_str()) != named_generation) {
+                info!(generation = %debris.generation, "removing an unfinished chain of this resource");
+                chain.teardown(debris, &progress).await?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(Success { physical_resource_id: named.to_string(), data: BTreeMap::new() })
+    }
+}
+
+/// Runs `work` until `until`, turning a timeout or a panic into an error that
+/// says what was in progress.
+async fn within<T>(until: Instant, progress: &Progress, work: impl Future<Output = Result<T>>) -> Result<T> {
+    // Pinned here rather than handed to a timeout: the steps in flight must be
+    // read before dropping the work ends them.
+    let work = AssertUnwindSafe(work).catch_unwind();
+    tokio::pin!(work);
+    tokio::select! {
+        finished = &mut work => finished.unwrap_or_else(|panic| Err(Error::Panic(panic_message(panic.as_ref())))),
+        () = tokio::time::sleep_until(until) => Err(Error::Timeout(progress.describe())),
+    }
+}
+
+/// Answers with the chain, or removes what a failed build of `generation`
+/// left unfinished before answering with the error: a failed request leaves
+/// nothing behind.
+async fn finish(chain: &Chain<'_>, generation: &str, built: Result<Built>, deadline: &Deadline) -> Result<Success> {
+    let error = match built {
+        Ok(built) => return Ok(success(built)),
+        // Refused before anything was created.
+        Err(error @ (Error::Property { .. } | Error::Properties(_))) => return Err(error),
+        Err(error) => error,
+    };
+    warn!(%error, generation, "the request failed; removing what it left unfinished");
+    let progress = Progress::default();
+    let cleanup = within(deadline.cleanup_until, &progress, async {
+        let inventory = chain.inventory().await?;
+        match inventory.generation(generation) {
+            Some(group) if !group.is_complete() => chain.teardown(group, &progress).await,
+            _ => Ok(()),
+        }
+    })
+    .await;
+    Err(match cleanup {
+        Ok(()) => error,
+        Err(cleanup) => Error::CleanupFailed { error: Box::new(error), cleanup: Box::new(cleanup) },
+    })
+}
+
+fn success(built: Built) -> Success {
+    let join = |items: Vec<String>| items.join(",");
+    let data = BTreeMap::from([
+        ("ServiceId".to_string(), built.service_id.clone()),
+        ("ServiceName".to_string(), built.service_name),
+        ("LoadBalancerArn".to_string(), built.load_balancer_arn),
+        ("LoadBalancerDnsName".to_string(), built.load_balancer_dns_name),
+        ("TargetGroupArn".to_string(), built.target_group_arn),
+        ("ListenerArn".to_string(), built.listener_arn),
+        ("AvailabilityZones".to_string(), join(built.zones.iter().map(|z| z.name.clone()).collect())),
+        ("AvailabilityZoneIds".to_string(), join(built.zones.iter().map(|z| z.id.clone()).collect())),
+        ("TargetIps".to_string(), join(built.target_ips.iter().map(ToString::to_string).collect())),
+    ]);
+    Success { physical_resource_id: built.service_id, data }
+}

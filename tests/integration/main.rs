@@ -1,0 +1,10 @@
+//! The one integration test binary: the function against moto server, the
+//! CloudFormation protocol against local listeners, the built binary through a
+//! Lambda Runtime API, and the paths moto lacks at the SDK layer.
+
+mod binary;
+mod connections;
+mod lifecycle;
+mod protocol;
+mod support;
+mod validation;

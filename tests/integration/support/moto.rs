@@ -1,0 +1,71 @@
+//! A moto server of the test's own, on a free loopback port, so tests can count
+//! what exists without seeing each other's resources.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use aws_config::{Region, SdkConfig};
+use aws_sdk_ec2::config::Credentials;
+use tokio::process::{Child, Command};
+
+pub const REGION: &str = "us-east-1";
+
+pub struct Moto {
+    pub endpoint: String,
+    _child: Child,
+}
+
+/// `MOTO_SERVER`, or the project's `.venv` that `make test` prepares.
+fn moto_server() -> PathBuf {
+    std::env::var_os("MOTO_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server"))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Moto {
+    pub async fn start() -> Moto {
+        let server = moto_server();
+        assert!(server.exists(), "{} not found: run the tests with `make test`, which installs moto", server.display());
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(&server)
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap();
+            let endpoint = format!("http://127.0.0.1:{port}");
+            for _ in 0..200 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // lost the port to someone else; try another
+                }
+                if reqwest::get(format!("{endpoint}/moto-api/")).await.is_ok_and(|r| r.status().is_success()) {
+                    return Moto { endpoint, _child: child };
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        panic!("moto server did not start");
+    }
+
+    /// SDK settings as the function uses them, pointed at this server.
+    pub async fn sdk_config(&self) -> SdkConfig {
+        self.sdk_config_at(&self.endpoint).await
+    }
+
+    /// The same settings pointed elsewhere (a fault-injecting proxy, say).
+    pub async fn sdk_config_at(&self, endpoint: &str) -> SdkConfig {
+        reverse_privatelink::aws_config_loader()
+            .endpoint_url(endpoint)
+            .region(Region::new(REGION))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .load()
+            .await
+    }
+}

@@ -1,0 +1,181 @@
+//! A fault-injecting proxy between the SDK and moto server. The function only
+//! sees another `AWS_ENDPOINT_URL`; per API action the proxy can answer with
+//! AWS's own throttling errors, fail with a server error, add latency, drop the
+//! connection, or keep load balancers provisioning.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// EC2's `RequestLimitExceeded` (HTTP 503) or ELB's `Throttling` (HTTP 400), as AWS sends them.
+    Throttle,
+    ServerError(u16),
+    Latency(Duration),
+    /// Closes the connection without an answer.
+    Drop,
+    /// Rewrites load balancer states in answers from `active` to `provisioning`.
+    KeepProvisioning,
+}
+
+#[derive(Debug)]
+struct Rule {
+    action: String,
+    fault: Fault,
+    /// How many more requests it applies to; None for all.
+    remaining: Option<usize>,
+}
+
+#[derive(Default)]
+struct Shared {
+    rules: Mutex<Vec<Rule>>,
+    actions: Mutex<Vec<String>>,
+    injected: Mutex<Vec<(String, Fault)>>,
+}
+
+#[derive(Clone)]
+pub struct Proxy {
+    pub endpoint: String,
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let shared = Arc::new(Shared::default());
+        let client = reqwest::Client::new();
+        let upstream = upstream.to_string();
+        let state = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let (state, client, upstream) = (state.clone(), client.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let (state, client, upstream) = (state.clone(), client.clone(), upstream.clone());
+                        async move { handle(&state, &client, &upstream, request).await }
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(tcp), service).await;
+                });
+            }
+        });
+        Proxy { endpoint, shared }
+    }
+
+    /// Applies `fault` to the next `times` requests for `action` (all of them with None).
+    pub fn inject(&self, action: &str, fault: Fault, times: Option<usize>) {
+        self.shared.rules.lock().unwrap().push(Rule { action: action.to_string(), fault, remaining: times });
+    }
+
+    /// Applies `fault` once to the first request of every action seen from now on.
+    pub fn inject_once_per_action(&self, fault: Fault) {
+        self.inject("*", fault, None);
+    }
+
+    pub fn clear(&self) {
+        self.shared.rules.lock().unwrap().clear();
+    }
+
+    /// Every action that reached the proxy, in order.
+    pub fn actions(&self) -> Vec<String> {
+        self.shared.actions.lock().unwrap().clone()
+    }
+
+    /// Every fault the proxy injected.
+    pub fn injected(&self) -> Vec<(String, Fault)> {
+        self.shared.injected.lock().unwrap().clone()
+    }
+}
+
+/// The fault for this request, if a rule applies. A "*" rule hits each action once.
+fn fault_for(shared: &Shared, action: &str) -> Option<Fault> {
+    let mut rules = shared.rules.lock().unwrap();
+    let seen_before = shared.actions.lock().unwrap().iter().filter(|a| *a == action).count() > 1;
+    let rule = rules.iter_mut().find(|rule| {
+        (rule.action == action || (rule.action == "*" && !seen_before)) && rule.remaining != Some(0)
+    })?;
+    if let Some(n) = rule.remaining.as_mut() {
+        *n -= 1;
+    }
+    Some(rule.fault.clone())
+}
+
+fn action_of(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("Action="))
+        .unwrap_or("Unknown")
+        .to_string()
+}
+
+fn is_ec2(body: &[u8]) -> bool {
+    String::from_utf8_lossy(body).contains("Version=2016-11-15")
+}
+
+fn throttled(ec2: bool) -> Response<Body> {
+    let (status, body) = if ec2 {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>",
+        )
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            "<ErrorResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/\"><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>",
+        )
+    };
+    Response::builder().status(status).header("content-type", "text/xml").body(Body::from(body)).unwrap()
+}
+
+async fn handle(
+    shared: &Shared,
+    client: &reqwest::Client,
+    upstream: &str,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Body>, std::io::Error> {
+    let (parts, body) = request.into_parts();
+    let body: Bytes = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
+    let action = action_of(&body);
+    shared.actions.lock().unwrap().push(action.clone());
+    let fault = fault_for(shared, &action);
+    if let Some(fault) = &fault {
+        shared.injected.lock().unwrap().push((action.clone(), fault.clone()));
+    }
+    match &fault {
+        Some(Fault::Throttle) => return Ok(throttled(is_ec2(&body))),
+        Some(Fault::ServerError(code)) => {
+            return Ok(Response::builder().status(*code).body(Body::from("<html>server error</html>")).unwrap());
+        }
+        // An error from the service makes hyper close the connection without answering.
+        Some(Fault::Drop) => return Err(std::io::Error::other("dropped by the fault proxy")),
+        Some(Fault::Latency(delay)) => tokio::time::sleep(*delay).await,
+        Some(Fault::KeepProvisioning) | None => {}
+    }
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut forward = client.request(parts.method.clone(), format!("{upstream}{path}")).body(body);
+    for (name, value) in &parts.headers {
+        if name != "host" && name != "content-length" {
+            forward = forward.header(name, value);
+        }
+    }
+    let answer = forward.send().await.map_err(std::io::Error::other)?;
+    let status = answer.status();
+    let content_type = answer.headers().get("content-type").cloned();
+    let mut text = answer.text().await.map_err(std::io::Error::other)?;
+    if fault == Some(Fault::KeepProvisioning) {
+        text = text.replace("<Code>active</Code>", "<Code>provisioning</Code>");
+    }
+    let mut response = Response::builder().status(status);
+    if let Some(content_type) = content_type {
+        response = response.header("content-type", content_type);
+    }
+    Ok(response.body(Body::from(text)).unwrap())
+}

@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""Runs the built Lambda binary against moto server, as Lambda and CloudFormation would.
+
+Starts moto on loopback, seeds the starting state (a VPC, three subnets in three
+zones, a security group, a writer IP), serves a Lambda Runtime API to the
+binary, plays events/create.json, update.json and delete.json through it,
+receives each CloudFormation answer on a local listener, prints the outputs and
+checks that nothing is left in the emulator. Needs only boto3 and moto (the
+Makefile's venv) and the binary; no AWS account.
+"""
+
+import argparse
+import json
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import boto3
+
+REGION = "us-east-1"
+WRITER_IP = "10.0.1.25"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_moto(moto_server):
+    port = free_port()
+    log = open(ROOT / "target" / "demo-moto.log", "w")
+    process = subprocess.Popen([moto_server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1)
+            return process, endpoint
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    sys.exit("moto server did not start; see target/demo-moto.log")
+
+
+def seed(ec2):
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=zone)["Subnet"]["SubnetId"]
+        for i, zone in enumerate(["us-east-1a", "us-east-1b", "us-east-1c"], start=1)
+    ]
+    group = ec2.create_security_group(GroupName="nlb", Description="reverse PrivateLink NLB", VpcId=vpc)["GroupId"]
+    return {"vpc": vpc, "subnets": subnets, "security_group": group}
+
+
+class RuntimeApi:
+    """The Lambda Runtime API: hands the binary one event at a time."""
+
+    def __init__(self):
+        self.events = queue.Queue()
+        self.ended = {}
+        self.lock = threading.Condition()
+        runtime = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if not self.path.endswith("/runtime/invocation/next"):
+                    return self.send_error(404)
+                request_id, body, deadline_ms = runtime.events.get()
+                self.send_response(200)
+                self.send_header("Lambda-Runtime-Aws-Request-Id", request_id)
+                self.send_header("Lambda-Runtime-Deadline-Ms", str(deadline_ms))
+                self.send_header("Lambda-Runtime-Invoked-Function-Arn", f"arn:aws:lambda:{REGION}:123456789012:function:reverse-privatelink")
+                self.send_header("Lambda-Runtime-Trace-Id", "Root=1-00000000-000000000000000000000000")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                parts = self.path.strip("/").split("/")
+                self.send_response(202)
+                self.end_headers()
+                if len(parts) == 5 and parts[2] == "invocation":
+                    with runtime.lock:
+                        runtime.ended[parts[3]] = (parts[4], body.decode())
+                        runtime.lock.notify_all()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+
+    def invoke(self, request_id, event, timeout=120):
+        deadline_ms = int((time.time() + timeout) * 1000)
+        self.events.put((request_id, json.dumps(event).encode(), deadline_ms))
+        with self.lock:
+            if not self.lock.wait_for(lambda: request_id in self.ended, timeout=timeout + 30):
+                sys.exit(f"the function never finished invocation {request_id}")
+            return self.ended[request_id]
+
+
+class CloudFormation:
+    """Stands in for the presigned S3 URL CloudFormation reads answers from."""
+
+    def __init__(self):
+        self.answers = queue.Queue()
+        answers = self.answers
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_PUT(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(200)
+                self.end_headers()
+                answers.put(json.loads(body))
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, request_id):
+        return f"http://127.0.0.1:{self.server.server_address[1]}/cloudformation/{request_id}?X-Amz-Signature=demo"
+
+
+def fill(value, values):
+    """Replaces "{{Name}}" placeholders, whole strings only, with `values[Name]`."""
+    if isinstance(value, dict):
+        return {k: fill(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill(v, values) for v in value]
+    if isinstance(value, str) and value.startswith("{{") and value.endswith("}}"):
+        return values[value[2:-2]]
+    return value
+
+
+def inventory(ec2, elb):
+    return {
+        "load balancers": len(elb.describe_load_balancers()["LoadBalancers"]),
+        "target groups": len(elb.describe_target_groups()["TargetGroups"]),
+        "endpoint services": len(ec2.describe_vpc_endpoint_service_configurations()["ServiceConfigurations"]),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--binary", default=str(ROOT / "target" / "debug" / "reverse-privatelink"))
+    parser.add_argument("--moto-server", default=str(ROOT / ".venv" / "bin" / "moto_server"))
+    args = parser.parse_args()
+    (ROOT / "target").mkdir(exist_ok=True)
+
+    moto, endpoint = start_moto(args.moto_server)
+    function = None
+    try:
+        session = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="demo", aws_secret_access_key="demo")
+        ec2, elb = boto3.client("ec2", **session), boto3.client("elbv2", **session)
+        world = seed(ec2)
+        print(f"==> moto server at {endpoint} (no AWS account involved)")
+        print(f"    seeded {world['vpc']}: subnets {', '.join(world['subnets'])}, security group {world['security_group']}, writer {WRITER_IP}")
+
+        runtime, cloudformation = RuntimeApi(), CloudFormation()
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "AWS_LAMBDA_RUNTIME_API": runtime.address,
+            "AWS_LAMBDA_FUNCTION_NAME": "reverse-privatelink",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "demo",
+            "AWS_SECRET_ACCESS_KEY": "demo",
+            "AWS_ENDPOINT_URL": endpoint,
+        }
+        log_path = ROOT / "target" / "demo-lambda.log"
+        log = open(log_path, "w")
+        function = subprocess.Popen([args.binary], env=env, stdout=log, stderr=log)
+        print(f"==> running {args.binary} through a local Lambda Runtime API (its logs: {log_path.relative_to(ROOT)})")
+
+        values = {"SubnetIds": world["subnets"], "SecurityGroupIds": [world["security_group"]], "WriterIp": WRITER_IP}
+
+        def play(name):
+            template = json.loads((ROOT / "events" / f"{name}.json").read_text())
+            event = fill(template, {**values, "ResponseURL": cloudformation.url(template["RequestId"])})
+            how, detail = runtime.invoke(event["RequestId"], event)
+            if how != "response":
+                sys.exit(f"{name}: the invocation failed: {detail}")
+            answer = cloudformation.answers.get(timeout=30)
+            print(f"\n==> {event['RequestType']} ({name}.json): {answer['Status']}")
+            if answer["Status"] != "SUCCESS":
+                sys.exit(f"    Reason: {answer.get('Reason')}")
+            return answer
+
+        created = play("create")
+        values["PhysicalResourceId"] = created["PhysicalResourceId"]
+        data = created["Data"]
+        for key in ["ServiceId", "ServiceName", "AvailabilityZones", "AvailabilityZoneIds", "LoadBalancerDnsName", "TargetIps"]:
+            print(f"    {key:20} {data[key]}")
+        print("    Give the consumer ServiceName and AvailabilityZoneIds (zone names differ between accounts, zone IDs do not).")
+
+        updated = play("update")
+        principals = ec2.describe_vpc_endpoint_service_permissions(ServiceId=updated["PhysicalResourceId"])["AllowedPrincipals"]
+        print(f"    same service ID: {updated['PhysicalResourceId'] == created['PhysicalResourceId']}")
+        print(f"    allowed principals: {', '.join(sorted(p['Principal'] for p in principals))}")
+
+        play("delete")
+        left = inventory(ec2, elb)
+        print("    left in the emulator: " + ", ".join(f"{n} {what}" for what, n in left.items()))
+        if any(left.values()):
+            sys.exit("    something was left behind")
+        print("\nDone: created, updated and deleted; nothing left.")
+    finally:
+        if function:
+            function.kill()
+        moto.kill()
+
+
+if __name__ == "__main__":
+    main()

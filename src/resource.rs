@@ -12,7 +12,9 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::chain::{self, Aws, Built, Chain, Desired, Owner, Progress};
-use crate::cloudformation::{CreateRequest, CustomResource, Deadline, DeleteRequest, Request, Success, UpdateRequest, panic_message};
+use crate::cloudformation::{
+    CreateRequest, CustomResource, Deadline, DeleteRequest, Request, Success, UpdateRequest, panic_message,
+};
 use crate::error::{Error, Result};
 use crate::spec::Spec;
 
@@ -53,7 +55,12 @@ impl ReversePrivateLink {
         let built = within(deadline.work_until, &progress, async {
             let network = chain.resolve_network(&spec).await?;
             let inventory = chain.inventory().await?;
-            let want = Desired { spec: &spec, network: &network, generation: generation.clone(), dropped_tag_keys: BTreeSet::new() };
+            let want = Desired {
+                spec: &spec,
+                network: &network,
+                generation: generation.clone(),
+                dropped_tag_keys: BTreeSet::new(),
+            };
             chain.converge(&want, inventory.generation(&generation), &progress).await
         })
         .await;
@@ -65,15 +72,18 @@ impl ReversePrivateLink {
     /// delete the old one once the stack update has succeeded.
     async fn update(&self, request: &UpdateRequest, deadline: &Deadline) -> Result<Success> {
         let spec = Spec::from_properties(&request.resource_properties, &request.stack_id)?;
-        let dropped_tag_keys: BTreeSet<String> =
-            Spec::tag_keys(&request.old_resource_properties).into_iter().filter(|key| !spec.tags.contains_key(key)).collect();
+        let dropped_tag_keys: BTreeSet<String> = Spec::tag_keys(&request.old_resource_properties)
+            .into_iter()
+            .filter(|key| !spec.tags.contains_key(key))
+            .collect();
         let chain = self.chain(&request.stack_id, &request.logical_resource_id);
         let replacement = chain::generation(&request.request_id);
         let progress = Progress::default();
         let built = within(deadline.work_until, &progress, async {
             let network = chain.resolve_network(&spec).await?;
             let inventory = chain.inventory().await?;
-            let mut want = Desired { spec: &spec, network: &network, generation: replacement.clone(), dropped_tag_keys };
+            let mut want =
+                Desired { spec: &spec, network: &network, generation: replacement.clone(), dropped_tag_keys };
             match inventory.holding_service(&request.physical_resource_id) {
                 Some(current) => {
                     let in_place = Desired { generation: current.generation.clone(), ..want.clone() };

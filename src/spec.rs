@@ -70,7 +70,17 @@ impl Spec {
         let tags = noted(&mut errors, tags(props));
         Error::collect(errors)?;
 
-        match (subnet_ids, security_group_ids, target_ips, port, allowed_principals, acceptance_required, cross_zone, name, tags) {
+        match (
+            subnet_ids,
+            security_group_ids,
+            target_ips,
+            port,
+            allowed_principals,
+            acceptance_required,
+            cross_zone,
+            name,
+            tags,
+        ) {
             (
                 Some(subnet_ids),
                 Some(security_group_ids),
@@ -176,10 +186,14 @@ fn string_list(props: &Map<String, Value>, property: &'static str) -> Result<Vec
             .enumerate()
             .map(|(i, item)| match item {
                 Value::String(s) => Ok(s.trim().to_string()),
-                other => Err(Error::property(property, format!("item {} is {}, expected a string", i + 1, kind(other)))),
+                other => {
+                    Err(Error::property(property, format!("item {} is {}, expected a string", i + 1, kind(other))))
+                }
             })
             .collect::<Result<_>>()?,
-        Some(other) => return Err(Error::property(property, format!("expected a list of strings, got {}", kind(other)))),
+        Some(other) => {
+            return Err(Error::property(property, format!("expected a list of strings, got {}", kind(other))));
+        }
     };
     if let Some(i) = items.iter().position(String::is_empty) {
         return Err(Error::property(property, format!("item {} is empty", i + 1)));
@@ -188,7 +202,10 @@ fn string_list(props: &Map<String, Value>, property: &'static str) -> Result<Vec
 }
 
 /// Collects items into a set, refusing repeats (a repeat is usually a copy-paste slip).
-fn unique<T: Ord + std::fmt::Display>(property: &'static str, items: impl IntoIterator<Item = T>) -> Result<BTreeSet<T>> {
+fn unique<T: Ord + std::fmt::Display>(
+    property: &'static str,
+    items: impl IntoIterator<Item = T>,
+) -> Result<BTreeSet<T>> {
     let mut set = BTreeSet::new();
     for item in items {
         if set.contains(&item) {
@@ -199,20 +216,29 @@ fn unique<T: Ord + std::fmt::Display>(property: &'static str, items: impl IntoIt
     Ok(set)
 }
 
-fn id_set(props: &Map<String, Value>, property: &'static str, prefix: &str, required: bool) -> Result<BTreeSet<String>> {
+fn id_set(
+    props: &Map<String, Value>,
+    property: &'static str,
+    prefix: &str,
+    required: bool,
+) -> Result<BTreeSet<String>> {
     let ids = string_list(props, property)?;
     if required && ids.is_empty() {
         return Err(Error::property(property, "required: list at least one"));
     }
     for id in &ids {
         let hex = id.strip_prefix(prefix).unwrap_or_default();
-        let well_formed = matches!(hex.len(), 8 | 17) && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+        let well_formed =
+            matches!(hex.len(), 8 | 17) && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
         if !well_formed {
             return Err(Error::property(property, format!("{id:?} is not a {prefix}… ID")));
         }
     }
     if property == "SecurityGroupIds" && ids.len() > MAX_SECURITY_GROUPS {
-        return Err(Error::property(property, format!("at most {MAX_SECURITY_GROUPS} security groups can be attached to a load balancer")));
+        return Err(Error::property(
+            property,
+            format!("at most {MAX_SECURITY_GROUPS} security groups can be attached to a load balancer"),
+        ));
     }
     unique(property, ids)
 }
@@ -279,7 +305,9 @@ fn principals(props: &Map<String, Value>) -> Result<BTreeSet<String>> {
         if item.contains('*') {
             return Err(Error::property(
                 P,
-                format!("{item:?} is not allowed: a wildcard would let any AWS account connect to the database; name the consumer's principal, e.g. {EXAMPLE}"),
+                format!(
+                    "{item:?} is not allowed: a wildcard would let any AWS account connect to the database; name the consumer's principal, e.g. {EXAMPLE}"
+                ),
             ));
         }
         if !is_principal_arn(item) {
@@ -319,7 +347,10 @@ fn name(props: &Map<String, Value>, stack_id: &str) -> Result<String> {
     if name.len() > MAX_NAME_LEN {
         return Err(Error::property(
             P,
-            format!("{name:?} is {} characters; at most {MAX_NAME_LEN}, as AWS allows 32 and the function adds a 9-character suffix", name.len()),
+            format!(
+                "{name:?} is {} characters; at most {MAX_NAME_LEN}, as AWS allows 32 and the function adds a 9-character suffix",
+                name.len()
+            ),
         ));
     }
     if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
@@ -363,10 +394,15 @@ fn tags(props: &Map<String, Value>) -> Result<BTreeMap<String, String>> {
                 other => Err(Error::property(P, format!("the value of {key:?} is {}, expected a string", kind(other)))),
             })
             .collect::<Result<_>>()?,
-        Some(other) => return Err(Error::property(P, format!("expected a list of {{Key, Value}}, got {}", kind(other)))),
+        Some(other) => {
+            return Err(Error::property(P, format!("expected a list of {{Key, Value}}, got {}", kind(other))));
+        }
     };
     if pairs.len() > MAX_USER_TAGS {
-        return Err(Error::property(P, format!("at most {MAX_USER_TAGS} tags (AWS allows 50 and the function keeps some)")));
+        return Err(Error::property(
+            P,
+            format!("at most {MAX_USER_TAGS} tags (AWS allows 50 and the function keeps some)"),
+        ));
     }
     let mut tags = BTreeMap::new();
     for (key, value) in pairs {
@@ -408,7 +444,9 @@ fn check_tag(key: &str, value: &str) -> std::result::Result<(), String> {
         return Err(format!("key {key:?} uses the prefix \"aws:\", which AWS reserves"));
     }
     if key.starts_with(RESERVED_TAG_PREFIX) {
-        return Err(format!("key {key:?} uses the prefix {RESERVED_TAG_PREFIX:?}, which this function keeps for itself"));
+        return Err(format!(
+            "key {key:?} uses the prefix {RESERVED_TAG_PREFIX:?}, which this function keeps for itself"
+        ));
     }
     if let Some(bad) = key.chars().chain(value.chars()).find(|c| !allowed(*c)) {
         return Err(format!("{key:?}: the character {bad:?} is not allowed in load balancer tags"));
@@ -421,7 +459,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const STACK: &str = "arn:aws:cloudformation:us-east-1:123456789012:stack/import-db/6b6f2b10-0000-0000-0000-000000000000";
+    const STACK: &str =
+        "arn:aws:cloudformation:us-east-1:123456789012:stack/import-db/6b6f2b10-0000-0000-0000-000000000000";
 
     fn valid() -> Value {
         json!({
@@ -484,7 +523,10 @@ mod tests {
             (with("CrossZoneLoadBalancing", json!(["true"])), "CrossZoneLoadBalancing:"),
             (with("SubnetIds", json!([])), "SubnetIds: required"),
             (with("SubnetIds", json!(["subnet-xyz"])), "SubnetIds:"),
-            (with("SubnetIds", json!(["subnet-01234567", "subnet-01234567"])), "SubnetIds: subnet-01234567 is listed twice"),
+            (
+                with("SubnetIds", json!(["subnet-01234567", "subnet-01234567"])),
+                "SubnetIds: subnet-01234567 is listed twice",
+            ),
             (with("SecurityGroupIds", json!(["vpc-01234567"])), "SecurityGroupIds:"),
             (with("TargetIps", json!(["10.0.1"])), "TargetIps:"),
             (with("TargetIps", json!(["8.8.8.8"])), "TargetIps: 8.8.8.8 is not a private address"),
@@ -494,7 +536,10 @@ mod tests {
             (with("Name", json!("has_underscore")), "Name:"),
             (with("Name", json!("-lead")), "Name:"),
             (with("Name", json!("internal-db")), "Name:"),
-            (with("Tags", json!([{"Key": "a", "Value": "1"}, {"Key": "a", "Value": "2"}])), "Tags: key \"a\" appears twice"),
+            (
+                with("Tags", json!([{"Key": "a", "Value": "1"}, {"Key": "a", "Value": "2"}])),
+                "Tags: key \"a\" appears twice",
+            ),
             (with("Tags", json!([{"Key": "aws:x", "Value": "1"}])), "Tags:"),
             (with("Tags", json!([{"Key": "reverse-privatelink:stack-id", "Value": "1"}])), "Tags:"),
             (with("Tags", json!([{"Value": "1"}])), "Tags: item 1: Key is missing"),
@@ -528,10 +573,19 @@ mod tests {
 
     #[test]
     fn principal_arns() {
-        for ok in ["arn:aws:iam::123456789012:root", "arn:aws-cn:iam::123456789012:role/path/r", "arn:aws:iam::123456789012:user/u"] {
+        for ok in [
+            "arn:aws:iam::123456789012:root",
+            "arn:aws-cn:iam::123456789012:role/path/r",
+            "arn:aws:iam::123456789012:user/u",
+        ] {
             assert!(is_principal_arn(ok), "{ok}");
         }
-        for bad in ["arn:aws:iam::12345678901:root", "arn:aws:s3:::bucket", "arn:aws:iam::123456789012:group/g", "arn:aws:iam::123456789012:role/"] {
+        for bad in [
+            "arn:aws:iam::12345678901:root",
+            "arn:aws:s3:::bucket",
+            "arn:aws:iam::123456789012:group/g",
+            "arn:aws:iam::123456789012:role/",
+        ] {
             assert!(!is_principal_arn(bad), "{bad}");
         }
     }
@@ -539,7 +593,11 @@ mod tests {
     #[test]
     fn default_names_fit_aws_rules() {
         assert_eq!(default_name("arn:aws:cloudformation:us-east-1:1:stack/internal-x/guid"), "x");
-        assert_eq!(default_name("arn:aws:cloudformation:us-east-1:1:stack/StackSet-abc-0123456789-abcdef-0123456789/guid").len(), MAX_NAME_LEN);
+        assert_eq!(
+            default_name("arn:aws:cloudformation:us-east-1:1:stack/StackSet-abc-0123456789-abcdef-0123456789/guid")
+                .len(),
+            MAX_NAME_LEN
+        );
         assert_eq!(default_name("arn:aws:cloudformation:us-east-1:1:stack/a-------------------------b/g"), "a");
         assert_eq!(default_name(""), "privatelink");
     }

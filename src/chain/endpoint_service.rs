@@ -84,7 +84,12 @@ pub async fn ensure(
             .create_vpc_endpoint_service_configuration()
             .network_load_balancer_arns(lb_arn)
             .acceptance_required(acceptance_required)
-            .tag_specifications(TagSpecification::builder().resource_type(ResourceType::VpcEndpointService).set_tags(Some(tags.ec2())).build())
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::VpcEndpointService)
+                    .set_tags(Some(tags.ec2()))
+                    .build(),
+            )
             .send()
             .await
             .map_err(Error::aws("creating the endpoint service (CreateVpcEndpointServiceConfiguration)"))?;
@@ -114,12 +119,22 @@ pub async fn ensure(
     Ok(service)
 }
 
-async fn sync_tags(ec2: &aws_sdk_ec2::Client, service: &EndpointService, tags: &Tags, progress: &Progress) -> Result<()> {
+async fn sync_tags(
+    ec2: &aws_sdk_ec2::Client,
+    service: &EndpointService,
+    tags: &Tags,
+    progress: &Progress,
+) -> Result<()> {
     let (set, remove) = tags.difference(&service.tags);
     if !set.is_empty() {
         let _step = progress.step("tagging the endpoint service");
         let set = set.into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
-        ec2.create_tags().resources(&service.id).set_tags(Some(set)).send().await.map_err(Error::aws("tagging the endpoint service (CreateTags)"))?;
+        ec2.create_tags()
+            .resources(&service.id)
+            .set_tags(Some(set))
+            .send()
+            .await
+            .map_err(Error::aws("tagging the endpoint service (CreateTags)"))?;
     }
     if !remove.is_empty() {
         let _step = progress.step("removing dropped tags from the endpoint service");
@@ -135,7 +150,12 @@ async fn sync_tags(ec2: &aws_sdk_ec2::Client, service: &EndpointService, tags: &
 }
 
 /// Allows exactly `principals` to connect: adds the missing, removes the rest.
-pub async fn ensure_principals(ec2: &aws_sdk_ec2::Client, service_id: &str, principals: &BTreeSet<String>, progress: &Progress) -> Result<()> {
+pub async fn ensure_principals(
+    ec2: &aws_sdk_ec2::Client,
+    service_id: &str,
+    principals: &BTreeSet<String>,
+    progress: &Progress,
+) -> Result<()> {
     let _step = progress.step("allowing the consumer's principals");
     let current: BTreeSet<String> = ec2
         .describe_vpc_endpoint_service_permissions()
@@ -188,7 +208,9 @@ pub async fn delete(ec2: &aws_sdk_ec2::Client, service_id: &str, progress: &Prog
         let answer = match ec2.delete_vpc_endpoint_service_configurations().service_ids(service_id).send().await {
             Ok(answer) => answer,
             Err(err) if is_not_found(code_of(&err)) => return Ok(()),
-            Err(err) => return Err(Error::aws("deleting the endpoint service (DeleteVpcEndpointServiceConfigurations)")(err)),
+            Err(err) => {
+                return Err(Error::aws("deleting the endpoint service (DeleteVpcEndpointServiceConfigurations)")(err));
+            }
         };
         // Refusals come back inside a successful answer, not as an error.
         let refusal = answer.unsuccessful.unwrap_or_default().into_iter().find_map(|item| item.error);
@@ -251,9 +273,14 @@ async fn wait_deleted(ec2: &aws_sdk_ec2::Client, service_id: &str, progress: &Pr
     loop {
         match ec2.describe_vpc_endpoint_service_configurations().service_ids(service_id).send().await {
             Err(err) if is_not_found(code_of(&err)) => return Ok(()),
-            Err(err) => return Err(Error::aws("waiting for the endpoint service to be deleted (DescribeVpcEndpointServiceConfigurations)")(err)),
+            Err(err) => {
+                return Err(Error::aws(
+                    "waiting for the endpoint service to be deleted (DescribeVpcEndpointServiceConfigurations)",
+                )(err));
+            }
             Ok(answer) => {
-                let state = answer.service_configurations.unwrap_or_default().into_iter().next().and_then(|s| s.service_state);
+                let state =
+                    answer.service_configurations.unwrap_or_default().into_iter().next().and_then(|s| s.service_state);
                 if matches!(state, None | Some(ServiceState::Deleted)) {
                     return Ok(());
                 }

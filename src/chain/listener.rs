@@ -24,7 +24,14 @@ fn forwards_to(listener: &Listener, tg_arn: &str) -> bool {
 }
 
 /// Makes sure a TCP listener on `port` forwards to the target group. Returns its ARN.
-pub async fn ensure(elb: &elbv2::Client, lb_arn: &str, tg_arn: &str, port: u16, tags: &Tags, progress: &Progress) -> Result<String> {
+pub async fn ensure(
+    elb: &elbv2::Client,
+    lb_arn: &str,
+    tg_arn: &str,
+    port: u16,
+    tags: &Tags,
+    progress: &Progress,
+) -> Result<String> {
     let _step = progress.step("creating the listener");
     let existing = list(elb, lb_arn).await?.into_iter().find(|l| l.port == Some(i32::from(port)));
     let Some(listener) = existing else {
@@ -38,11 +45,9 @@ pub async fn ensure(elb: &elbv2::Client, lb_arn: &str, tg_arn: &str, port: u16, 
             .send()
             .await
             .map_err(Error::aws("creating the listener (CreateListener)"))?;
-        return created
-            .listeners
-            .and_then(|ls| ls.into_iter().next())
-            .and_then(|l| l.listener_arn)
-            .ok_or_else(|| Error::Unexpected { step: "creating the listener", message: "CreateListener returned no ARN".into() });
+        return created.listeners.and_then(|ls| ls.into_iter().next()).and_then(|l| l.listener_arn).ok_or_else(|| {
+            Error::Unexpected { step: "creating the listener", message: "CreateListener returned no ARN".into() }
+        });
     };
     let arn = listener.listener_arn.clone().unwrap_or_default();
     if !forwards_to(&listener, tg_arn) || listener.protocol != Some(ProtocolEnum::Tcp) {

@@ -81,7 +81,9 @@ pub fn replacement_reasons(lb: &LoadBalancer, want: &Desired<'_>) -> Vec<String>
         ));
     }
     if lb.security_groups.is_empty() && !want.spec.security_group_ids.is_empty() {
-        reasons.push("SecurityGroupIds: the load balancer has no security groups and AWS cannot add them later".to_string());
+        reasons.push(
+            "SecurityGroupIds: the load balancer has no security groups and AWS cannot add them later".to_string(),
+        );
     }
     reasons
 }
@@ -105,7 +107,9 @@ pub async fn ensure(
             .ip_address_type(IpAddressType::Ipv4)
             .set_subnets(Some(want.spec.subnet_ids.iter().cloned().collect()))
             // Only at creation: an NLB created without security groups can never get any.
-            .set_security_groups(Some(want.spec.security_group_ids.iter().cloned().collect()).filter(|g: &Vec<_>| !g.is_empty()))
+            .set_security_groups(
+                Some(want.spec.security_group_ids.iter().cloned().collect()).filter(|g: &Vec<_>| !g.is_empty()),
+            )
             .set_tags(Some(tags.elb()))
             .send()
             .await
@@ -114,7 +118,10 @@ pub async fn ensure(
             .load_balancers
             .and_then(|lbs| lbs.into_iter().next())
             .and_then(|lb| lb.load_balancer_arn)
-            .ok_or_else(|| Error::Unexpected { step: "creating the load balancer", message: "CreateLoadBalancer returned no ARN".into() });
+            .ok_or_else(|| Error::Unexpected {
+                step: "creating the load balancer",
+                message: "CreateLoadBalancer returned no ARN".into(),
+            });
     };
     if lb.subnets != want.spec.subnet_ids {
         let _step = progress.step("adding subnets to the load balancer");
@@ -139,20 +146,26 @@ pub async fn ensure(
 }
 
 /// Waits until the load balancer is active and returns it.
-pub async fn wait_active(elb: &elbv2::Client, arn: &str, max_wait: Duration, progress: &Progress) -> Result<LoadBalancer> {
+pub async fn wait_active(
+    elb: &elbv2::Client,
+    arn: &str,
+    max_wait: Duration,
+    progress: &Progress,
+) -> Result<LoadBalancer> {
     let _step = progress.step("waiting for the load balancer to become active");
-    let done = elb
-        .wait_until_load_balancer_available()
-        .load_balancer_arns(arn)
-        .wait(max_wait)
-        .await
-        .map_err(|err| Error::Unexpected { step: "waiting for the load balancer to become active", message: err.to_string() })?;
+    let done =
+        elb.wait_until_load_balancer_available().load_balancer_arns(arn).wait(max_wait).await.map_err(|err| {
+            Error::Unexpected { step: "waiting for the load balancer to become active", message: err.to_string() }
+        })?;
     done.into_result()
         .ok()
         .and_then(|answer| answer.load_balancers)
         .and_then(|lbs| lbs.into_iter().next())
         .map(LoadBalancer::from_sdk)
-        .ok_or_else(|| Error::Unexpected { step: "waiting for the load balancer", message: "it is no longer described".into() })
+        .ok_or_else(|| Error::Unexpected {
+            step: "waiting for the load balancer",
+            message: "it is no longer described".into(),
+        })
 }
 
 pub async fn ensure_cross_zone(elb: &elbv2::Client, arn: &str, enabled: bool, progress: &Progress) -> Result<()> {
@@ -190,10 +203,8 @@ pub async fn delete(elb: &elbv2::Client, arn: &str, max_wait: Duration, progress
         Err(err) if code_of(&err) == Some("LoadBalancerNotFound") => return Ok(()),
         Err(err) => return Err(Error::aws("deleting the load balancer (DeleteLoadBalancer)")(err)),
     }
-    elb.wait_until_load_balancers_deleted()
-        .load_balancer_arns(arn)
-        .wait(max_wait)
-        .await
-        .map_err(|err| Error::Unexpected { step: "waiting for the load balancer to be deleted", message: err.to_string() })?;
+    elb.wait_until_load_balancers_deleted().load_balancer_arns(arn).wait(max_wait).await.map_err(|err| {
+        Error::Unexpected { step: "waiting for the load balancer to be deleted", message: err.to_string() }
+    })?;
     Ok(())
 }

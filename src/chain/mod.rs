@@ -59,9 +59,9 @@ pub struct Owner {
 /// re-delivery) finds the same chain, another request (a replacement) gets its own.
 pub fn generation(request_id: &str) -> String {
     // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    let hash = request_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
+    let hash = request_id
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3));
     format!("{hash:016x}")[..GENERATION_LEN].to_string()
 }
 

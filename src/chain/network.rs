@@ -49,7 +49,9 @@ pub async fn resolve(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Result<Network> 
     // first missing ID, so the error can name every one that is missing.
     let subnets = ec2
         .describe_subnets()
-        .filters(Filter::builder().name("subnet-id").set_values(Some(spec.subnet_ids.iter().cloned().collect())).build())
+        .filters(
+            Filter::builder().name("subnet-id").set_values(Some(spec.subnet_ids.iter().cloned().collect())).build(),
+        )
         .send()
         .await
         .map_err(Error::aws("reading the subnets (DescribeSubnets)"))?
@@ -66,19 +68,30 @@ pub async fn resolve(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Result<Network> 
     let mut by_zone: BTreeMap<&str, &str> = BTreeMap::new();
     let mut zones = BTreeMap::new();
     for subnet in &subnets {
-        let (Some(id), Some(vpc), Some(zone), Some(zone_id)) =
-            (subnet.subnet_id.as_deref(), subnet.vpc_id.as_deref(), subnet.availability_zone.as_deref(), subnet.availability_zone_id.as_deref())
-        else {
-            return Err(Error::Unexpected { step: "reading the subnets", message: "DescribeSubnets returned a subnet without ID, VPC or zone".into() });
+        let (Some(id), Some(vpc), Some(zone), Some(zone_id)) = (
+            subnet.subnet_id.as_deref(),
+            subnet.vpc_id.as_deref(),
+            subnet.availability_zone.as_deref(),
+            subnet.availability_zone_id.as_deref(),
+        ) else {
+            return Err(Error::Unexpected {
+                step: "reading the subnets",
+                message: "DescribeSubnets returned a subnet without ID, VPC or zone".into(),
+            });
         };
         if let Some((other, other_vpc)) = vpc_of.iter().find(|(_, v)| *v != vpc) {
-            return Err(Error::property(SUBNETS, format!("{other} is in {other_vpc} but {id} is in {vpc}; all subnets must be in one VPC")));
+            return Err(Error::property(
+                SUBNETS,
+                format!("{other} is in {other_vpc} but {id} is in {vpc}; all subnets must be in one VPC"),
+            ));
         }
         vpc_of.push((id, vpc));
         if let Some(other) = by_zone.insert(zone, id) {
             return Err(Error::property(
                 SUBNETS,
-                format!("{other} and {id} are both in {zone} ({zone_id}); a load balancer takes at most one subnet per Availability Zone"),
+                format!(
+                    "{other} and {id} are both in {zone} ({zone_id}); a load balancer takes at most one subnet per Availability Zone"
+                ),
             ));
         }
         zones.insert(id.to_string(), Zone { name: zone.to_string(), id: zone_id.to_string() });
@@ -90,13 +103,15 @@ pub async fn resolve(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Result<Network> 
 }
 
 async fn vpc_cidrs(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<Vec<(Ipv4Addr, u8)>> {
-    let vpcs = ec2.describe_vpcs().vpc_ids(vpc_id).send().await.map_err(Error::aws("reading the VPC (DescribeVpcs)"))?;
+    let vpcs =
+        ec2.describe_vpcs().vpc_ids(vpc_id).send().await.map_err(Error::aws("reading the VPC (DescribeVpcs)"))?;
     let blocks = vpcs
         .vpcs
         .unwrap_or_default()
         .into_iter()
         .flat_map(|vpc| {
-            let associated = vpc.cidr_block_association_set.unwrap_or_default().into_iter().filter_map(|a| a.cidr_block);
+            let associated =
+                vpc.cidr_block_association_set.unwrap_or_default().into_iter().filter_map(|a| a.cidr_block);
             associated.chain(vpc.cidr_block)
         })
         .filter_map(|block| {
@@ -114,7 +129,12 @@ async fn check_security_groups(ec2: &aws_sdk_ec2::Client, spec: &Spec, vpc_id: &
     }
     let groups = ec2
         .describe_security_groups()
-        .filters(Filter::builder().name("group-id").set_values(Some(spec.security_group_ids.iter().cloned().collect())).build())
+        .filters(
+            Filter::builder()
+                .name("group-id")
+                .set_values(Some(spec.security_group_ids.iter().cloned().collect()))
+                .build(),
+        )
         .send()
         .await
         .map_err(Error::aws("reading the security groups (DescribeSecurityGroups)"))?
@@ -122,7 +142,8 @@ async fn check_security_groups(ec2: &aws_sdk_ec2::Client, spec: &Spec, vpc_id: &
         .unwrap_or_default();
     let found: BTreeMap<&str, &str> =
         groups.iter().filter_map(|g| Some((g.group_id.as_deref()?, g.vpc_id.as_deref().unwrap_or_default()))).collect();
-    let missing: Vec<&str> = spec.security_group_ids.iter().map(String::as_str).filter(|id| !found.contains_key(id)).collect();
+    let missing: Vec<&str> =
+        spec.security_group_ids.iter().map(String::as_str).filter(|id| !found.contains_key(id)).collect();
     if !missing.is_empty() {
         return Err(Error::property(GROUPS, format!("{} not found in this account and region", missing.join(", "))));
     }

@@ -45,7 +45,12 @@ impl Tags {
     /// Tags to set and keys to remove so that `current` becomes what is wanted;
     /// tags nobody asked for (set by other tools) are left alone.
     pub fn difference(&self, current: &BTreeMap<String, String>) -> (BTreeMap<String, String>, Vec<String>) {
-        let set = self.wanted.iter().filter(|(k, v)| current.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let set = self
+            .wanted
+            .iter()
+            .filter(|(k, v)| current.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let remove = self.dropped.iter().filter(|k| current.contains_key(*k)).cloned().collect();
         (set, remove)
     }
@@ -58,16 +63,25 @@ pub fn owned_generation(owner: &Owner, tags: &BTreeMap<String, String>) -> Optio
 }
 
 /// Tags of many ELB resources, by ARN.
-pub async fn describe_elb(elb: &elbv2::Client, arns: Vec<String>) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
-    let batches = arns.chunks(DESCRIBE_TAGS_BATCH).map(|batch| {
-        elb.describe_tags().set_resource_arns(Some(batch.to_vec())).send()
-    });
-    let answers = futures::future::try_join_all(batches).await.map_err(Error::aws("reading load balancer tags (DescribeTags)"))?;
+pub async fn describe_elb(
+    elb: &elbv2::Client,
+    arns: Vec<String>,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+    let batches = arns
+        .chunks(DESCRIBE_TAGS_BATCH)
+        .map(|batch| elb.describe_tags().set_resource_arns(Some(batch.to_vec())).send());
+    let answers = futures::future::try_join_all(batches)
+        .await
+        .map_err(Error::aws("reading load balancer tags (DescribeTags)"))?;
     Ok(answers
         .into_iter()
         .flat_map(|answer| answer.tag_descriptions.unwrap_or_default())
         .filter_map(|description| {
-            let tags = description.tags.unwrap_or_default().into_iter().filter_map(|t| Some((t.key?, t.value.unwrap_or_default())));
+            let tags = description
+                .tags
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|t| Some((t.key?, t.value.unwrap_or_default())));
             Some((description.resource_arn?, tags.collect()))
         })
         .collect())
@@ -85,11 +99,21 @@ pub async fn sync_elb(
     if !set.is_empty() {
         let _step = progress.step("tagging the load balancer resources");
         let set = set.into_iter().map(|(k, v)| elbv2::types::Tag::builder().key(k).value(v).build());
-        elb.add_tags().resource_arns(arn).set_tags(Some(set.collect())).send().await.map_err(Error::aws("tagging (AddTags)"))?;
+        elb.add_tags()
+            .resource_arns(arn)
+            .set_tags(Some(set.collect()))
+            .send()
+            .await
+            .map_err(Error::aws("tagging (AddTags)"))?;
     }
     if !remove.is_empty() {
         let _step = progress.step("removing dropped tags");
-        elb.remove_tags().resource_arns(arn).set_tag_keys(Some(remove)).send().await.map_err(Error::aws("removing tags (RemoveTags)"))?;
+        elb.remove_tags()
+            .resource_arns(arn)
+            .set_tag_keys(Some(remove))
+            .send()
+            .await
+            .map_err(Error::aws("removing tags (RemoveTags)"))?;
     }
     Ok(())
 }

@@ -58,10 +58,12 @@ pub async fn list_owned(elb: &elbv2::Client, owner: &Owner) -> Result<Vec<Target
 pub fn replacement_reasons(tg: &TargetGroup, want: &Desired<'_>) -> Vec<String> {
     let mut reasons = Vec::new();
     if tg.port != want.spec.port {
-        reasons.push(format!("Port: the target group listens on {} and AWS cannot change a target group's port", tg.port));
+        reasons
+            .push(format!("Port: the target group listens on {} and AWS cannot change a target group's port", tg.port));
     }
     if tg.vpc_id != want.network.vpc_id {
-        reasons.push(format!("SubnetIds: the target group is in {}, the subnets in {}", tg.vpc_id, want.network.vpc_id));
+        reasons
+            .push(format!("SubnetIds: the target group is in {}, the subnets in {}", tg.vpc_id, want.network.vpc_id));
     }
     reasons
 }
@@ -90,11 +92,9 @@ pub async fn ensure(
         .send()
         .await
         .map_err(Error::aws("creating the target group (CreateTargetGroup)"))?;
-    created
-        .target_groups
-        .and_then(|tgs| tgs.into_iter().next())
-        .and_then(|tg| tg.target_group_arn)
-        .ok_or_else(|| Error::Unexpected { step: "creating the target group", message: "CreateTargetGroup returned no ARN".into() })
+    created.target_groups.and_then(|tgs| tgs.into_iter().next()).and_then(|tg| tg.target_group_arn).ok_or_else(|| {
+        Error::Unexpected { step: "creating the target group", message: "CreateTargetGroup returned no ARN".into() }
+    })
 }
 
 /// Registers the wanted addresses and deregisters every other target, so the

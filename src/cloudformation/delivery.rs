@@ -74,7 +74,13 @@ impl ResponseSender {
                 Ok(answer) => {
                     let status = answer.status();
                     // Only the error code: an S3 error body can echo the signature back.
-                    let code = answer.text().await.ok().and_then(|text| s3_error_code(&text)).map(|c| format!(" ({c})")).unwrap_or_default();
+                    let code = answer
+                        .text()
+                        .await
+                        .ok()
+                        .and_then(|text| s3_error_code(&text))
+                        .map(|c| format!(" ({c})"))
+                        .unwrap_or_default();
                     return Err(DeliveryError::Refused { status, code });
                 }
                 Err(err) => error_chain(&err.without_url()),

@@ -91,7 +91,10 @@ mod tests {
 
     #[test]
     fn redaction_drops_the_signature_and_credentials() {
-        let url = Url::parse("https://user:pw@bucket.s3.amazonaws.com:8443/arn%3Aaws/x?X-Amz-Signature=abc&X-Amz-Credential=k").unwrap();
+        let url = Url::parse(
+            "https://user:pw@bucket.s3.amazonaws.com:8443/arn%3Aaws/x?X-Amz-Signature=abc&X-Amz-Credential=k",
+        )
+        .unwrap();
         let shown = redact(&url);
         assert_eq!(shown, "https://bucket.s3.amazonaws.com:8443/arn%3Aaws/x");
         assert!(!shown.contains("Signature") && !shown.contains("pw"));
@@ -103,7 +106,12 @@ mod tests {
         assert_eq!(envelope.response_url.unwrap().as_str(), "https://s3/x?sig=1");
         assert_eq!(envelope.request_id, "r1");
         assert_eq!(envelope.stack_id, "");
-        for unusable in [json!({}), json!({"ResponseURL": "not a url"}), json!({"ResponseURL": "ftp://h/x"}), json!({"ResponseURL": 3})] {
+        for unusable in [
+            json!({}),
+            json!({"ResponseURL": "not a url"}),
+            json!({"ResponseURL": "ftp://h/x"}),
+            json!({"ResponseURL": 3}),
+        ] {
             assert!(Envelope::read(&unusable).response_url.is_none(), "{unusable}");
         }
     }

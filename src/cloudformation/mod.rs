@@ -129,9 +129,9 @@ async fn run<R: CustomResource>(resource: &R, request: &Request, deadline: &Dead
         Ok(Ok(Ok(success))) => Outcome::Success(success),
         Ok(Ok(Err(err))) => Outcome::Failed(err.to_string()),
         Ok(Err(panic)) => Outcome::Failed(format!("internal error: {}", panic_message(panic.as_ref()))),
-        Err(_elapsed) => Outcome::Failed(
-            "timed out: the work did not finish before the Lambda function's deadline".to_string(),
-        ),
+        Err(_elapsed) => {
+            Outcome::Failed("timed out: the work did not finish before the Lambda function's deadline".to_string())
+        }
     }
 }
 
@@ -154,7 +154,12 @@ mod tests {
             let remaining = Duration::from_secs(secs);
             let start = Instant::now();
             let d = Deadline::after(remaining);
-            assert!(start < d.work_until && d.work_until < d.cleanup_until && d.cleanup_until < d.answer_by && d.answer_by < d.finish_by);
+            assert!(
+                start < d.work_until
+                    && d.work_until < d.cleanup_until
+                    && d.cleanup_until < d.answer_by
+                    && d.answer_by < d.finish_by
+            );
             assert!(d.finish_by <= start + remaining + Duration::from_millis(5));
         }
         let long = Deadline::after(Duration::from_secs(900));

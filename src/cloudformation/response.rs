@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use aws_lambda_events::cloudformation::{CloudFormationCustomResourceResponse, CloudFormationCustomResourceResponseStatus};
+use aws_lambda_events::cloudformation::{
+    CloudFormationCustomResourceResponse, CloudFormationCustomResourceResponseStatus,
+};
 
 use super::event::Envelope;
 

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use aws_sdk_ec2::config::{Credentials, Region};
 use aws_sdk_ec2::error::ErrorMetadata;
-use aws_sdk_ec2::operation::describe_vpc_endpoint_service_configurations::DescribeVpcEndpointServiceConfigurationsError;
 use aws_sdk_ec2::operation::delete_vpc_endpoint_service_configurations::DeleteVpcEndpointServiceConfigurationsOutput;
 use aws_sdk_ec2::operation::describe_vpc_endpoint_connections::DescribeVpcEndpointConnectionsOutput;
+use aws_sdk_ec2::operation::describe_vpc_endpoint_service_configurations::DescribeVpcEndpointServiceConfigurationsError;
 use aws_sdk_ec2::operation::reject_vpc_endpoint_connections::RejectVpcEndpointConnectionsOutput;
 use aws_sdk_ec2::types::{State, UnsuccessfulItem, UnsuccessfulItemError, VpcEndpointConnection};
 use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
@@ -16,7 +16,8 @@ use reverse_privatelink::chain::{Aws, Chain, EndpointService, Group, Owner, Prog
 const SERVICE: &str = "vpce-svc-0123456789abcdef0";
 
 fn aws(rules: &[&Rule]) -> Aws {
-    let interceptor = rules.iter().fold(MockResponseInterceptor::new().rule_mode(RuleMode::Sequential), |i, rule| i.with_rule(rule));
+    let interceptor =
+        rules.iter().fold(MockResponseInterceptor::new().rule_mode(RuleMode::Sequential), |i, rule| i.with_rule(rule));
     let ec2 = aws_sdk_ec2::Config::builder()
         .behavior_version_latest()
         .region(Region::new("us-east-1"))
@@ -58,7 +59,12 @@ fn refused_for_connections() -> Rule {
                 .unsuccessful(
                     UnsuccessfulItem::builder()
                         .resource_id(SERVICE)
-                        .error(UnsuccessfulItemError::builder().code("ExistingVpcEndpointConnections").message("Service has existing active VPC Endpoint connections").build())
+                        .error(
+                            UnsuccessfulItemError::builder()
+                                .code("ExistingVpcEndpointConnections")
+                                .message("Service has existing active VPC Endpoint connections")
+                                .build(),
+                        )
                         .build(),
                 )
                 .build()
@@ -73,7 +79,9 @@ fn deleted() -> Rule {
 
 fn gone() -> Rule {
     mock!(aws_sdk_ec2::Client::describe_vpc_endpoint_service_configurations).then_error(|| {
-        DescribeVpcEndpointServiceConfigurationsError::generic(ErrorMetadata::builder().code("InvalidVpcEndpointServiceId.NotFound").build())
+        DescribeVpcEndpointServiceConfigurationsError::generic(
+            ErrorMetadata::builder().code("InvalidVpcEndpointServiceId.NotFound").build(),
+        )
     })
 }
 
@@ -93,7 +101,10 @@ async fn delete_rejects_open_connections_before_the_service_is_deleted() {
                 .build()
         });
     let rejected = mock!(aws_sdk_ec2::Client::reject_vpc_endpoint_connections)
-        .match_requests(|req| req.service_id() == Some(SERVICE) && req.vpc_endpoint_ids() == ["vpce-0aaaaaaaaaaaaaaaa", "vpce-0bbbbbbbbbbbbbbbb"])
+        .match_requests(|req| {
+            req.service_id() == Some(SERVICE)
+                && req.vpc_endpoint_ids() == ["vpce-0aaaaaaaaaaaaaaaa", "vpce-0bbbbbbbbbbbbbbbb"]
+        })
         .then_output(|| RejectVpcEndpointConnectionsOutput::builder().build());
     let (refused, deleted, gone) = (refused_for_connections(), deleted(), gone());
     let aws = aws(&[&refused, &listed, &rejected, &deleted, &gone]);
@@ -101,7 +112,13 @@ async fn delete_rejects_open_connections_before_the_service_is_deleted() {
 
     chain.teardown(&group(), &Progress::default()).await.unwrap();
 
-    for (rule, what) in [(&refused, "refused deletion"), (&listed, "listing"), (&rejected, "rejection"), (&deleted, "deletion"), (&gone, "wait")] {
+    for (rule, what) in [
+        (&refused, "refused deletion"),
+        (&listed, "listing"),
+        (&rejected, "rejection"),
+        (&deleted, "deletion"),
+        (&gone, "wait"),
+    ] {
         assert_eq!(rule.num_calls(), 1, "{what}");
     }
 }
@@ -131,7 +148,9 @@ async fn a_refusal_other_than_open_connections_fails_the_delete_with_its_reason(
             .unsuccessful(
                 UnsuccessfulItem::builder()
                     .resource_id(SERVICE)
-                    .error(UnsuccessfulItemError::builder().code("UnauthorizedOperation").message("not allowed").build())
+                    .error(
+                        UnsuccessfulItemError::builder().code("UnauthorizedOperation").message("not allowed").build(),
+                    )
                     .build(),
             )
             .build()
@@ -139,5 +158,8 @@ async fn a_refusal_other_than_open_connections_fails_the_delete_with_its_reason(
     let aws = aws(&[&refused]);
     let chain = Chain::new(&aws, Owner { stack_id: "stack".into(), logical_id: "Link".into() });
     let error = chain.teardown(&group(), &Progress::default()).await.unwrap_err().to_string();
-    assert!(error.contains("deleting the endpoint service") && error.contains("UnauthorizedOperation: not allowed"), "{error}");
+    assert!(
+        error.contains("deleting the endpoint service") && error.contains("UnauthorizedOperation: not allowed"),
+        "{error}"
+    );
 }

@@ -4,10 +4,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::support::harness::{CONSUMER, ChainView, Harness, LOGICAL_ID, SECOND_CONSUMER, WRITER_IP, new_request_id};
 use crate::support::moto::Moto;
 use crate::support::proxy::{Fault, Proxy};
 use reverse_privatelink::Function;
-use crate::support::harness::{CONSUMER, ChainView, Harness, LOGICAL_ID, SECOND_CONSUMER, WRITER_IP, new_request_id};
 use reverse_privatelink::chain::{COMPLETE_TAG, GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG, generation};
 
 fn id(answer: &Value) -> String {
@@ -39,7 +39,10 @@ async fn create_builds_every_resource_with_the_right_settings() {
     assert_eq!(chain.security_groups, [h.seed.security_group.clone()].into());
     assert_eq!(chain.cross_zone, "true");
     assert!(chain.load_balancer_name.starts_with("import-db-") && chain.load_balancer_name.len() <= 32);
-    assert_eq!((chain.target_group_protocol.as_str(), chain.target_group_port, chain.target_type.as_str()), ("TCP", 3306, "ip"));
+    assert_eq!(
+        (chain.target_group_protocol.as_str(), chain.target_group_port, chain.target_type.as_str()),
+        ("TCP", 3306, "ip")
+    );
     assert_eq!(chain.targets, [(WRITER_IP.to_string(), 3306)].into());
     assert_eq!((chain.listener_protocol.as_str(), chain.listener_port), ("TCP", 3306));
     assert_eq!(chain.listener_forwards_to, vec![chain.target_group_arn.clone()]);
@@ -56,7 +59,12 @@ async fn create_builds_every_resource_with_the_right_settings() {
 
     let inventory = h.inventory().await;
     assert_eq!(
-        (inventory.load_balancers.len(), inventory.target_groups.len(), inventory.listeners.len(), inventory.services.len()),
+        (
+            inventory.load_balancers.len(),
+            inventory.target_groups.len(),
+            inventory.listeners.len(),
+            inventory.services.len()
+        ),
         (1, 1, 1, 1)
     );
 }
@@ -94,7 +102,13 @@ async fn a_create_completes_what_an_earlier_attempt_left() {
 
 /// Applies `change` to the properties, sends the Update, and checks the chain
 /// is the one before with exactly `expect` applied.
-async fn update_in_place(h: &Harness, props: &mut Value, expected: &mut ChainView, change: impl FnOnce(&mut Value), expect: impl FnOnce(&mut ChainView)) -> Value {
+async fn update_in_place(
+    h: &Harness,
+    props: &mut Value,
+    expected: &mut ChainView,
+    change: impl FnOnce(&mut Value),
+    expect: impl FnOnce(&mut ChainView),
+) -> Value {
     let old = props.clone();
     change(props);
     expect(expected);
@@ -106,7 +120,9 @@ async fn update_in_place(h: &Harness, props: &mut Value, expected: &mut ChainVie
 }
 
 fn every_tag_map(view: &mut ChainView, mut edit: impl FnMut(&mut std::collections::BTreeMap<String, String>)) {
-    for tags in [&mut view.load_balancer_tags, &mut view.target_group_tags, &mut view.listener_tags, &mut view.service_tags] {
+    for tags in
+        [&mut view.load_balancer_tags, &mut view.target_group_tags, &mut view.listener_tags, &mut view.service_tags]
+    {
         edit(tags);
     }
 }
@@ -120,43 +136,99 @@ async fn updates_change_exactly_the_property_that_changed() {
     let mut expected = h.chain(&answer).await;
     let seed = h.seed.clone();
 
-    update_in_place(&h, &mut props, &mut expected, |p| p["AllowedPrincipals"] = json!([CONSUMER, SECOND_CONSUMER]), |v| {
-        v.principals.insert(SECOND_CONSUMER.to_string());
-    })
+    update_in_place(
+        &h,
+        &mut props,
+        &mut expected,
+        |p| p["AllowedPrincipals"] = json!([CONSUMER, SECOND_CONSUMER]),
+        |v| {
+            v.principals.insert(SECOND_CONSUMER.to_string());
+        },
+    )
     .await;
-    update_in_place(&h, &mut props, &mut expected, |p| p["AllowedPrincipals"] = json!([SECOND_CONSUMER]), |v| {
-        v.principals.remove(CONSUMER);
-    })
+    update_in_place(
+        &h,
+        &mut props,
+        &mut expected,
+        |p| p["AllowedPrincipals"] = json!([SECOND_CONSUMER]),
+        |v| {
+            v.principals.remove(CONSUMER);
+        },
+    )
     .await;
-    update_in_place(&h, &mut props, &mut expected, |p| p["AcceptanceRequired"] = json!("true"), |v| v.acceptance_required = true).await;
-    update_in_place(&h, &mut props, &mut expected, |p| p["CrossZoneLoadBalancing"] = json!("false"), |v| v.cross_zone = "false".into()).await;
-    let answer = update_in_place(&h, &mut props, &mut expected, |p| p["TargetIps"] = json!(["10.0.2.30"]), |v| {
-        v.targets = [("10.0.2.30".to_string(), 3306)].into();
-    })
+    update_in_place(
+        &h,
+        &mut props,
+        &mut expected,
+        |p| p["AcceptanceRequired"] = json!("true"),
+        |v| v.acceptance_required = true,
+    )
+    .await;
+    update_in_place(
+        &h,
+        &mut props,
+        &mut expected,
+        |p| p["CrossZoneLoadBalancing"] = json!("false"),
+        |v| v.cross_zone = "false".into(),
+    )
+    .await;
+    let answer = update_in_place(
+        &h,
+        &mut props,
+        &mut expected,
+        |p| p["TargetIps"] = json!(["10.0.2.30"]),
+        |v| {
+            v.targets = [("10.0.2.30".to_string(), 3306)].into();
+        },
+    )
     .await;
     assert_eq!(answer["Data"]["TargetIps"], "10.0.2.30");
-    update_in_place(&h, &mut props, &mut expected, |p| p["Tags"] = json!([{"Key": "team", "Value": "platform"}, {"Key": "cost", "Value": "42"}]), |v| {
-        every_tag_map(v, |tags| {
-            tags.insert("team".into(), "platform".into());
-            tags.insert("cost".into(), "42".into());
-        })
-    })
+    update_in_place(
+        &h,
+        &mut props,
+        &mut expected,
+        |p| p["Tags"] = json!([{"Key": "team", "Value": "platform"}, {"Key": "cost", "Value": "42"}]),
+        |v| {
+            every_tag_map(v, |tags| {
+                tags.insert("team".into(), "platform".into());
+                tags.insert("cost".into(), "42".into());
+            })
+        },
+    )
     .await;
-    update_in_place(&h, &mut props, &mut expected, |p| p["Tags"] = json!([{"Key": "team", "Value": "platform"}]), |v| {
-        every_tag_map(v, |tags| {
-            tags.remove("cost");
-        })
-    })
+    update_in_place(
+        &h,
+        &mut props,
+        &mut expected,
+        |p| p["Tags"] = json!([{"Key": "team", "Value": "platform"}]),
+        |v| {
+            every_tag_map(v, |tags| {
+                tags.remove("cost");
+            })
+        },
+    )
     .await;
     let second_group = seed.second_security_group.clone();
-    update_in_place(&h, &mut props, &mut expected, |p| p["SecurityGroupIds"] = json!([second_group]), |v| {
-        v.security_groups = [seed.second_security_group.clone()].into();
-    })
+    update_in_place(
+        &h,
+        &mut props,
+        &mut expected,
+        |p| p["SecurityGroupIds"] = json!([second_group]),
+        |v| {
+            v.security_groups = [seed.second_security_group.clone()].into();
+        },
+    )
     .await;
     let all_subnets = seed.subnets.clone();
-    let answer = update_in_place(&h, &mut props, &mut expected, |p| p["SubnetIds"] = json!(all_subnets), |v| {
-        v.subnets = seed.subnets.iter().cloned().collect();
-    })
+    let answer = update_in_place(
+        &h,
+        &mut props,
+        &mut expected,
+        |p| p["SubnetIds"] = json!(all_subnets),
+        |v| {
+            v.subnets = seed.subnets.iter().cloned().collect();
+        },
+    )
     .await;
     assert_eq!(answer["Data"]["AvailabilityZoneIds"], seed.zone_ids.join(","));
 
@@ -201,7 +273,10 @@ async fn changes_aws_cannot_make_in_place_get_a_new_chain() {
 
     let seed = h.seed.clone();
     let changes: [(&str, Box<dyn Fn(&mut Value)>); 3] = [
-        ("security groups on a load balancer created without", Box::new(|p| p["SecurityGroupIds"] = json!([seed.security_group]))),
+        (
+            "security groups on a load balancer created without",
+            Box::new(|p| p["SecurityGroupIds"] = json!([seed.security_group])),
+        ),
         ("a subnet removed", Box::new(|p| p["SubnetIds"] = json!(seed.subnets[..2]))),
         ("a new name", Box::new(|p| p["Name"] = json!("orders-db"))),
     ];

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 use lambda_runtime::{Context, LambdaEvent};
-use reverse_privatelink::cloudformation::{CustomResource, Deadline, Incoming, MAX_BODY_BYTES, Request, ResponseSender, Success, serve};
+use reverse_privatelink::cloudformation::{
+    CustomResource, Deadline, Incoming, MAX_BODY_BYTES, Request, ResponseSender, Success, serve,
+};
 use serde_json::{Value, json};
 
 use crate::support::http::Server;
@@ -77,13 +79,23 @@ async fn answer(stub: Stub, event: Value, server: &Server) -> Value {
 async fn a_success_answer_carries_what_cloudformation_reads() {
     let server = Server::http().await;
     let url = server.url("stack/request-1");
-    serve(&Stub::Succeed, &sender(), lambda_event(Incoming::Json(event("Create", &url)), Duration::from_secs(30))).await.unwrap();
+    serve(&Stub::Succeed, &sender(), lambda_event(Incoming::Json(event("Create", &url)), Duration::from_secs(30)))
+        .await
+        .unwrap();
     let recorded = server.recorded();
     assert_eq!(recorded.len(), 1);
     let put = &recorded[0];
     assert_eq!(put.method, "PUT");
-    assert_eq!(put.uri.to_string(), "/stack/request-1?X-Amz-Signature=SECRET-SIGNATURE-stack/request-1", "the presigned query must reach S3 unchanged");
-    assert_eq!(put.headers.get("content-type").map(|v| v.as_bytes()), Some(&b""[..]), "the URL was signed without a content type");
+    assert_eq!(
+        put.uri.to_string(),
+        "/stack/request-1?X-Amz-Signature=SECRET-SIGNATURE-stack/request-1",
+        "the presigned query must reach S3 unchanged"
+    );
+    assert_eq!(
+        put.headers.get("content-type").map(|v| v.as_bytes()),
+        Some(&b""[..]),
+        "the URL was signed without a content type"
+    );
     let body = put.json();
     assert_eq!(body["Status"], "SUCCESS");
     assert_eq!(body["PhysicalResourceId"], "vpce-svc-0123456789abcdef0");
@@ -102,7 +114,10 @@ async fn a_failed_answer_carries_the_reason_and_the_right_physical_id() {
     let created = answer(Stub::Fail("Port: \"0\" is not a TCP port".into()), event("Create", &url), &server).await;
     assert_eq!(created["Status"], "FAILED");
     assert_eq!(created["Reason"], "Port: \"0\" is not a TCP port");
-    assert_eq!(created["PhysicalResourceId"], "create-failed-request-1", "a failed Create must not look like a service ID");
+    assert_eq!(
+        created["PhysicalResourceId"], "create-failed-request-1",
+        "a failed Create must not look like a service ID"
+    );
 
     let server = Server::http().await;
     let updated = answer(Stub::Fail("no".into()), event("Update", &server.url("r")), &server).await;
@@ -135,7 +150,9 @@ async fn the_deadline_guard_answers_before_lambda_stops_the_function() {
     let server = Server::http().await;
     let started = Instant::now();
     let deadline = Duration::from_secs(3);
-    serve(&Stub::Hang, &sender(), lambda_event(Incoming::Json(event("Create", &server.url("r"))), deadline)).await.unwrap();
+    serve(&Stub::Hang, &sender(), lambda_event(Incoming::Json(event("Create", &server.url("r"))), deadline))
+        .await
+        .unwrap();
     let elapsed = started.elapsed();
     assert!(elapsed < deadline, "answered after the deadline: {elapsed:?}");
     let recorded = server.recorded();
@@ -168,7 +185,8 @@ async fn refused_connections_are_retried_until_the_listener_is_up() {
     let url = format!("http://127.0.0.1:{port}/r?X-Amz-Signature=s");
     let sender = ResponseSender::new().unwrap().with_retries(6, Duration::from_millis(300));
     let delivery = tokio::spawn(async move {
-        serve(&Stub::Succeed, &sender, lambda_event(Incoming::Json(event("Create", &url)), Duration::from_secs(30))).await
+        serve(&Stub::Succeed, &sender, lambda_event(Incoming::Json(event("Create", &url)), Duration::from_secs(30)))
+            .await
     });
     // The first attempts meet a closed port (connection refused).
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -183,7 +201,12 @@ async fn refused_connections_are_retried_until_the_listener_is_up() {
 async fn a_refusing_response_url_is_not_retried_and_the_invocation_ends_cleanly() {
     let server = Server::http().await;
     server.fail_next(10, StatusCode::FORBIDDEN);
-    let ended = serve(&Stub::Succeed, &sender(), lambda_event(Incoming::Json(event("Create", &server.url("r"))), Duration::from_secs(30))).await;
+    let ended = serve(
+        &Stub::Succeed,
+        &sender(),
+        lambda_event(Incoming::Json(event("Create", &server.url("r"))), Duration::from_secs(30)),
+    )
+    .await;
     assert!(ended.is_ok(), "a retry by Lambda would meet the same refusal");
     assert_eq!(server.attempts(), 1);
 }
@@ -192,7 +215,12 @@ async fn a_refusing_response_url_is_not_retried_and_the_invocation_ends_cleanly(
 async fn an_unreachable_response_url_asks_lambda_to_deliver_the_event_again() {
     let server = Server::http().await;
     server.fail_next(100, StatusCode::SERVICE_UNAVAILABLE);
-    let ended = serve(&Stub::Succeed, &sender(), lambda_event(Incoming::Json(event("Create", &server.url("r"))), Duration::from_secs(30))).await;
+    let ended = serve(
+        &Stub::Succeed,
+        &sender(),
+        lambda_event(Incoming::Json(event("Create", &server.url("r"))), Duration::from_secs(30)),
+    )
+    .await;
     assert!(ended.is_err());
     assert_eq!(server.attempts(), 4, "the sender's attempts, no more");
 }
@@ -225,7 +253,12 @@ async fn events_without_a_usable_response_url_end_quietly() {
     no_url.as_object_mut().unwrap().remove("ResponseURL");
     let mut bad_url = no_url.clone();
     bad_url["ResponseURL"] = json!("not a url");
-    for payload in [Incoming::Json(no_url), Incoming::Json(bad_url), Incoming::Json(json!("hello")), Incoming::Unreadable("expected value".into())] {
+    for payload in [
+        Incoming::Json(no_url),
+        Incoming::Json(bad_url),
+        Incoming::Json(json!("hello")),
+        Incoming::Unreadable("expected value".into()),
+    ] {
         let ended = serve(&Stub::Succeed, &sender(), lambda_event(payload, Duration::from_secs(30))).await;
         assert!(ended.is_ok(), "an error would make Lambda deliver the unanswerable event again");
     }

@@ -25,11 +25,31 @@ async fn bad_properties_are_refused_naming_the_property_and_nothing_is_created()
     let s = h.seed.clone();
     let cases = [
         ("no subnets", without(&p, "SubnetIds"), "SubnetIds: required"),
-        ("an unknown subnet", with(&p, "SubnetIds", json!([s.subnets[0], "subnet-0000000000000000f"])), "SubnetIds: subnet-0000000000000000f not found"),
-        ("subnets in two VPCs", with(&p, "SubnetIds", json!([s.subnets[0], s.other_vpc_subnet])), "all subnets must be in one VPC"),
-        ("two subnets in one zone", with(&p, "SubnetIds", json!([s.subnets[0], s.same_zone_subnet])), "both in us-east-1a"),
-        ("an unknown security group", with(&p, "SecurityGroupIds", json!(["sg-0000000000000000f"])), "SecurityGroupIds: sg-0000000000000000f not found"),
-        ("a security group of another VPC", with(&p, "SecurityGroupIds", json!([s.other_vpc_security_group])), "SecurityGroupIds:"),
+        (
+            "an unknown subnet",
+            with(&p, "SubnetIds", json!([s.subnets[0], "subnet-0000000000000000f"])),
+            "SubnetIds: subnet-0000000000000000f not found",
+        ),
+        (
+            "subnets in two VPCs",
+            with(&p, "SubnetIds", json!([s.subnets[0], s.other_vpc_subnet])),
+            "all subnets must be in one VPC",
+        ),
+        (
+            "two subnets in one zone",
+            with(&p, "SubnetIds", json!([s.subnets[0], s.same_zone_subnet])),
+            "both in us-east-1a",
+        ),
+        (
+            "an unknown security group",
+            with(&p, "SecurityGroupIds", json!(["sg-0000000000000000f"])),
+            "SecurityGroupIds: sg-0000000000000000f not found",
+        ),
+        (
+            "a security group of another VPC",
+            with(&p, "SecurityGroupIds", json!([s.other_vpc_security_group])),
+            "SecurityGroupIds:",
+        ),
         ("a public target", with(&p, "TargetIps", json!(["8.8.8.8"])), "TargetIps: 8.8.8.8 is not a private address"),
         ("everyone allowed", with(&p, "AllowedPrincipals", json!(["*"])), "AllowedPrincipals: \"*\" is not allowed"),
         ("a port out of range", with(&p, "Port", json!("70000")), "Port:"),
@@ -66,7 +86,10 @@ async fn a_bad_update_leaves_the_chain_as_it_was() {
     let created = h.create(&props).await;
     let before = h.chain(&created).await;
     let id = created["PhysicalResourceId"].as_str().unwrap();
-    for bad in [with(&props, "TargetIps", json!(["not-an-ip"])), with(&props, "SubnetIds", json!([h.seed.subnets[0], h.seed.other_vpc_subnet]))] {
+    for bad in [
+        with(&props, "TargetIps", json!(["not-an-ip"])),
+        with(&props, "SubnetIds", json!([h.seed.subnets[0], h.seed.other_vpc_subnet])),
+    ] {
         let answer = h.send(&h.update_event(id, &props, &bad)).await;
         assert_eq!(answer["Status"], "FAILED", "{answer}");
         assert_eq!(answer["PhysicalResourceId"], id, "a failed update keeps the ID");

@@ -44,11 +44,28 @@ pub async fn seed(ec2: &aws_sdk_ec2::Client) -> Seed {
         ec2.create_vpc().cidr_block(cidr).send().await.unwrap().vpc.unwrap().vpc_id.unwrap()
     };
     let subnet = |vpc: String, cidr: &'static str, zone: &'static str| async move {
-        let subnet = ec2.create_subnet().vpc_id(vpc).cidr_block(cidr).availability_zone(zone).send().await.unwrap().subnet.unwrap();
+        let subnet = ec2
+            .create_subnet()
+            .vpc_id(vpc)
+            .cidr_block(cidr)
+            .availability_zone(zone)
+            .send()
+            .await
+            .unwrap()
+            .subnet
+            .unwrap();
         (subnet.subnet_id.unwrap(), subnet.availability_zone_id.unwrap())
     };
     let group = |vpc: String, name: &'static str| async move {
-        ec2.create_security_group().group_name(name).description("test").vpc_id(vpc).send().await.unwrap().group_id.unwrap()
+        ec2.create_security_group()
+            .group_name(name)
+            .description("test")
+            .vpc_id(vpc)
+            .send()
+            .await
+            .unwrap()
+            .group_id
+            .unwrap()
     };
     let vpc_id = vpc("10.0.0.0/16").await;
     let mut subnets = Vec::new();
@@ -104,7 +121,9 @@ impl Harness {
             seed,
             cloudformation: Server::http().await,
             function,
-            stack_id: format!("arn:aws:cloudformation:us-east-1:123456789012:stack/import-db/00000000-0000-0000-0000-{n:012}"),
+            stack_id: format!(
+                "arn:aws:cloudformation:us-east-1:123456789012:stack/import-db/00000000-0000-0000-0000-{n:012}"
+            ),
         }
     }
 
@@ -190,8 +209,12 @@ impl Harness {
     /// Builds part of a chain the way a crashed request `request_id` would have left it.
     pub async fn leave_debris(&self, request_id: &str, with_target_group: bool) -> String {
         let generation = generation(request_id);
-        let tags = [(STACK_ID_TAG, self.stack_id.as_str()), (LOGICAL_ID_TAG, LOGICAL_ID), (GENERATION_TAG, generation.as_str())]
-            .map(|(k, v)| ElbTag::builder().key(k).value(v).build());
+        let tags = [
+            (STACK_ID_TAG, self.stack_id.as_str()),
+            (LOGICAL_ID_TAG, LOGICAL_ID),
+            (GENERATION_TAG, generation.as_str()),
+        ]
+        .map(|(k, v)| ElbTag::builder().key(k).value(v).build());
         let name = format!("import-db-{generation}");
         let lb = self
             .elb
@@ -254,11 +277,18 @@ pub async fn inventory(ec2: &aws_sdk_ec2::Client, elb: &aws_sdk_elasticloadbalan
     let lbs = elb.describe_load_balancers().send().await.unwrap().load_balancers.unwrap_or_default();
     let mut listeners = BTreeSet::new();
     for lb in &lbs {
-        let found = elb.describe_listeners().load_balancer_arn(lb.load_balancer_arn.clone().unwrap()).send().await.unwrap();
+        let found =
+            elb.describe_listeners().load_balancer_arn(lb.load_balancer_arn.clone().unwrap()).send().await.unwrap();
         listeners.extend(found.listeners.unwrap_or_default().into_iter().filter_map(|l| l.listener_arn));
     }
     let tgs = elb.describe_target_groups().send().await.unwrap().target_groups.unwrap_or_default();
-    let services = ec2.describe_vpc_endpoint_service_configurations().send().await.unwrap().service_configurations.unwrap_or_default();
+    let services = ec2
+        .describe_vpc_endpoint_service_configurations()
+        .send()
+        .await
+        .unwrap()
+        .service_configurations
+        .unwrap_or_default();
     Inventory {
         load_balancers: lbs.into_iter().filter_map(|lb| lb.load_balancer_arn).collect(),
         target_groups: tgs.into_iter().filter_map(|tg| tg.target_group_arn).collect(),
@@ -307,31 +337,71 @@ async fn elb_tags(elb: &aws_sdk_elasticloadbalancingv2::Client, arn: &str) -> BT
         .collect()
 }
 
-pub async fn chain_view(ec2: &aws_sdk_ec2::Client, elb: &aws_sdk_elasticloadbalancingv2::Client, service_id: &str) -> ChainView {
-    let service = ec2.describe_vpc_endpoint_service_configurations().service_ids(service_id).send().await.unwrap().service_configurations.unwrap()[0].clone();
-    let principals = ec2.describe_vpc_endpoint_service_permissions().service_id(service_id).send().await.unwrap().allowed_principals.unwrap_or_default();
+pub async fn chain_view(
+    ec2: &aws_sdk_ec2::Client,
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    service_id: &str,
+) -> ChainView {
+    let service = ec2
+        .describe_vpc_endpoint_service_configurations()
+        .service_ids(service_id)
+        .send()
+        .await
+        .unwrap()
+        .service_configurations
+        .unwrap()[0]
+        .clone();
+    let principals = ec2
+        .describe_vpc_endpoint_service_permissions()
+        .service_id(service_id)
+        .send()
+        .await
+        .unwrap()
+        .allowed_principals
+        .unwrap_or_default();
     let lb_arn = service.network_load_balancer_arns.clone().unwrap()[0].clone();
-    let lb = elb.describe_load_balancers().load_balancer_arns(&lb_arn).send().await.unwrap().load_balancers.unwrap()[0].clone();
-    let attributes = elb.describe_load_balancer_attributes().load_balancer_arn(&lb_arn).send().await.unwrap().attributes.unwrap();
+    let lb = elb.describe_load_balancers().load_balancer_arns(&lb_arn).send().await.unwrap().load_balancers.unwrap()[0]
+        .clone();
+    let attributes =
+        elb.describe_load_balancer_attributes().load_balancer_arn(&lb_arn).send().await.unwrap().attributes.unwrap();
     let listener = elb.describe_listeners().load_balancer_arn(&lb_arn).send().await.unwrap().listeners.unwrap();
     assert_eq!(listener.len(), 1, "one listener expected: {listener:?}");
     let listener = listener[0].clone();
     let actions = listener.default_actions.clone().unwrap();
     let tg_arn = actions[0].target_group_arn.clone().unwrap();
-    let tg = elb.describe_target_groups().target_group_arns(&tg_arn).send().await.unwrap().target_groups.unwrap()[0].clone();
-    let health = elb.describe_target_health().target_group_arn(&tg_arn).send().await.unwrap().target_health_descriptions.unwrap_or_default();
+    let tg =
+        elb.describe_target_groups().target_group_arns(&tg_arn).send().await.unwrap().target_groups.unwrap()[0].clone();
+    let health = elb
+        .describe_target_health()
+        .target_group_arn(&tg_arn)
+        .send()
+        .await
+        .unwrap()
+        .target_health_descriptions
+        .unwrap_or_default();
     ChainView {
         service_id: service_id.to_string(),
         acceptance_required: service.acceptance_required.unwrap(),
         service_load_balancers: service.network_load_balancer_arns.clone().unwrap(),
         principals: principals.into_iter().filter_map(|p| p.principal).collect(),
-        service_tags: service.tags.unwrap_or_default().into_iter().map(|t: Ec2Tag| (t.key.unwrap(), t.value.unwrap_or_default())).collect(),
+        service_tags: service
+            .tags
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t: Ec2Tag| (t.key.unwrap(), t.value.unwrap_or_default()))
+            .collect(),
         load_balancer_name: lb.load_balancer_name.clone().unwrap(),
         scheme: lb.scheme.clone().unwrap().as_str().to_string(),
         load_balancer_type: lb.r#type.clone().unwrap().as_str().to_string(),
         subnets: lb.availability_zones.clone().unwrap().into_iter().filter_map(|z| z.subnet_id).collect(),
         security_groups: lb.security_groups.clone().unwrap_or_default().into_iter().collect(),
-        cross_zone: attributes.iter().find(|a| a.key.as_deref() == Some("load_balancing.cross_zone.enabled")).unwrap().value.clone().unwrap(),
+        cross_zone: attributes
+            .iter()
+            .find(|a| a.key.as_deref() == Some("load_balancing.cross_zone.enabled"))
+            .unwrap()
+            .value
+            .clone()
+            .unwrap(),
         load_balancer_tags: elb_tags(elb, &lb_arn).await,
         load_balancer_arn: lb_arn,
         target_group_protocol: tg.protocol.clone().unwrap().as_str().to_string(),

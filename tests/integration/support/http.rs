@@ -131,7 +131,8 @@ impl Server {
 
     /// A URL on this server, with a query string standing in for a presigned signature.
     pub fn url(&self, path: &str) -> String {
-        let host = if self.scheme == "https" { format!("localhost:{}", self.addr.port()) } else { self.addr.to_string() };
+        let host =
+            if self.scheme == "https" { format!("localhost:{}", self.addr.port()) } else { self.addr.to_string() };
         format!("{}://{host}/{path}?X-Amz-Signature=SECRET-SIGNATURE-{path}", self.scheme)
     }
 
@@ -175,7 +176,13 @@ fn take_one(counter: &AtomicUsize) -> bool {
     counter.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
 }
 
-async fn record(State(shared): State<Arc<Shared>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
+async fn record(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
     shared.attempts.fetch_add(1, Ordering::SeqCst);
     if take_one(&shared.fail_with_status) {
         let status = shared.status.lock().unwrap().unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -1,5 +1,5 @@
 pub mod harness;
 pub mod http;
 pub mod moto;
-pub mod runtime;
 pub mod proxy;
+pub mod runtime;

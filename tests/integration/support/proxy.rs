@@ -99,9 +99,9 @@ impl Proxy {
 fn fault_for(shared: &Shared, action: &str) -> Option<Fault> {
     let mut rules = shared.rules.lock().unwrap();
     let seen_before = shared.actions.lock().unwrap().iter().filter(|a| *a == action).count() > 1;
-    let rule = rules.iter_mut().find(|rule| {
-        (rule.action == action || (rule.action == "*" && !seen_before)) && rule.remaining != Some(0)
-    })?;
+    let rule = rules
+        .iter_mut()
+        .find(|rule| (rule.action == action || (rule.action == "*" && !seen_before)) && rule.remaining != Some(0))?;
     if let Some(n) = rule.remaining.as_mut() {
         *n -= 1;
     }

@@ -71,7 +71,9 @@ impl RuntimeApi {
                 notified.await;
             }
         };
-        tokio::time::timeout(timeout + Duration::from_secs(30), wait).await.expect("the function never finished the invocation")
+        tokio::time::timeout(timeout + Duration::from_secs(30), wait)
+            .await
+            .expect("the function never finished the invocation")
     }
 }
 
@@ -86,7 +88,10 @@ async fn next(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
                 "Lambda-Runtime-Invoked-Function-Arn",
                 HeaderValue::from_static("arn:aws:lambda:us-east-1:123456789012:function:reverse-privatelink"),
             );
-            headers.insert("Lambda-Runtime-Trace-Id", HeaderValue::from_static("Root=1-00000000-000000000000000000000000"));
+            headers.insert(
+                "Lambda-Runtime-Trace-Id",
+                HeaderValue::from_static("Root=1-00000000-000000000000000000000000"),
+            );
             return (StatusCode::OK, headers, body);
         }
         notified.await;

@@ -9,7 +9,7 @@ use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::chain::{self, Aws, Built, Chain, Desired, Owner, Progress};
 use crate::cloudformation::{
@@ -17,6 +17,9 @@ use crate::cloudformation::{
 };
 use crate::error::{Error, Result};
 use crate::spec::Spec;
+
+/// Physical IDs of this resource are endpoint service IDs.
+const SERVICE_ID_PREFIX: &str = "vpce-svc-";
 
 /// The reverse-PrivateLink custom resource.
 pub struct ReversePrivateLink {
@@ -38,6 +41,22 @@ impl CustomResource for ReversePrivateLink {
             Request::Update(update) => self.update(update, deadline).await,
             Request::Delete(delete) => self.delete(delete, deadline).await,
             _ => Err(Error::property("RequestType", "not Create, Update or Delete")),
+        }
+    }
+
+    async fn answered(&self, request: &Request, success: &Success) {
+        let (stack_id, logical_id) = match request {
+            Request::Create(create) => (&create.stack_id, &create.logical_resource_id),
+            Request::Update(update) => (&update.stack_id, &update.logical_resource_id),
+            _ => return,
+        };
+        let service_id = &success.physical_resource_id;
+        let elb_arns =
+            ["LoadBalancerArn", "TargetGroupArn"].iter().filter_map(|key| success.data.get(*key).cloned()).collect();
+        match self.chain(stack_id, logical_id).mark_answered(service_id, elb_arns).await {
+            Ok(()) => info!(%service_id, "recorded that CloudFormation has the chain"),
+            // The chain stays: only a Delete naming it removes it; a Delete with an invented ID will not.
+            Err(error) => error!(%service_id, %error, "could not record that CloudFormation has the chain"),
         }
     }
 }
@@ -84,7 +103,7 @@ impl ReversePrivateLink {
             let inventory = chain.inventory().await?;
             let mut want =
                 Desired { spec: &spec, network: &network, generation: replacement.clone(), dropped_tag_keys };
-            match inventory.holding_service(&request.physical_resource_id) {
+            match inventory.named(&request.physical_resource_id) {
                 Some(current) => {
                     let in_place = Desired { generation: current.generation.clone(), ..want.clone() };
                     let reasons = chain.replacement_reasons(&in_place, current);
@@ -102,27 +121,29 @@ impl ReversePrivateLink {
             chain.converge(&want, inventory.generation(&want.generation), &progress).await
         })
         .await;
-        // Only an unfinished replacement can be removed; the chain changed in place is complete and stays.
+        // Only an unanswered replacement can be removed; a chain changed in place was answered and stays.
         finish(&chain, &replacement, built, deadline).await
     }
 
-    /// Deletes the chain the physical ID names, and every unfinished chain of
-    /// this resource (left by a failed or crashed Create or replacing Update).
-    /// Complete chains it does not name are live and never touched.
+    /// Deletes the chain the physical ID names. An ID that names no service
+    /// (a failed Create's, or one CloudFormation made up after a crash) stands for
+    /// the chains whose ID CloudFormation never received: every unanswered chain of
+    /// this resource goes. Answered chains are live until a Delete names them.
     async fn delete(&self, request: &DeleteRequest, deadline: &Deadline) -> Result<Success> {
         let chain = self.chain(&request.stack_id, &request.logical_resource_id);
         let named = request.physical_resource_id.as_str();
         let progress = Progress::default();
         within(deadline.work_until, &progress, async {
             let inventory = chain.inventory().await?;
-            let named_group = inventory.holding_service(named);
-            match named_group {
-                Some(group) => chain.teardown(group, &progress).await?,
-                None => info!(physical_resource_id = %named, "no endpoint service of this resource has that ID; nothing named to delete"),
+            if let Some(group) = inventory.named(named) {
+                return chain.teardown(group, &progress).await;
             }
-            let named_generation = named_group.map(|group| group.generation.as_str());
-            for debris in inventory.incomplete().filter(|group| Some(group.generation.as_str()) != named_generation) {
-                info!(generation = %debris.generation, "removing an unfinished chain of this resource");
+            if named.starts_with(SERVICE_ID_PREFIX) {
+                info!(physical_resource_id = %named, "no chain of this resource has that ID: already deleted");
+                return Ok(());
+            }
+            for debris in inventory.unanswered() {
+                info!(generation = %debris.generation, "removing a chain CloudFormation never received");
                 chain.teardown(debris, &progress).await?;
             }
             Ok(())
@@ -160,7 +181,7 @@ async fn finish(chain: &Chain<'_>, generation: &str, built: Result<Built>, deadl
     let cleanup = within(deadline.cleanup_until, &progress, async {
         let inventory = chain.inventory().await?;
         match inventory.generation(generation) {
-            Some(group) if !group.is_complete() => chain.teardown(group, &progress).await,
+            Some(group) if group.answered_as().is_none() => chain.teardown(group, &progress).await,
             _ => Ok(()),
         }
     })

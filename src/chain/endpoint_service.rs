@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{Filter, ResourceType, ServiceConfiguration, ServiceState, Tag, TagSpecification};
 use tracing::info;
 
-use super::tags::{self, COMPLETE_TAG, LOGICAL_ID_TAG, STACK_ID_TAG, Tags};
+use super::tags::{self, LOGICAL_ID_TAG, STACK_ID_TAG, Tags};
 use super::{Desired, Owner, Progress};
 use crate::error::{Error, Result, code_of};
 
@@ -18,7 +18,6 @@ pub struct EndpointService {
     pub load_balancer_arns: Vec<String>,
     pub generation: String,
     pub tags: BTreeMap<String, String>,
-    pub complete: bool,
 }
 
 impl EndpointService {
@@ -30,7 +29,6 @@ impl EndpointService {
             acceptance_required: service.acceptance_required.unwrap_or_default(),
             load_balancer_arns: service.network_load_balancer_arns.unwrap_or_default(),
             generation: String::new(),
-            complete: tags.contains_key(COMPLETE_TAG),
             tags,
         }
     }
@@ -184,18 +182,14 @@ pub async fn ensure_principals(
     Ok(())
 }
 
-/// Records on the service that its chain is whole and handed out.
-pub async fn mark_complete(ec2: &aws_sdk_ec2::Client, service: &EndpointService, progress: &Progress) -> Result<()> {
-    if service.complete {
-        return Ok(());
-    }
-    let _step = progress.step("marking the chain complete");
+/// Tags the service with `key` = `value`.
+pub async fn tag(ec2: &aws_sdk_ec2::Client, service_id: &str, key: &str, value: &str) -> Result<()> {
     ec2.create_tags()
-        .resources(&service.id)
-        .tags(Tag::builder().key(COMPLETE_TAG).value("true").build())
+        .resources(service_id)
+        .tags(Tag::builder().key(key).value(value).build())
         .send()
         .await
-        .map_err(Error::aws("marking the chain complete (CreateTags)"))?;
+        .map_err(Error::aws("tagging the endpoint service (CreateTags)"))?;
     Ok(())
 }
 

@@ -3,6 +3,8 @@
 use aws_sdk_elasticloadbalancingv2 as elbv2;
 use elbv2::types::{Action, ActionTypeEnum, Listener, ProtocolEnum};
 
+use tracing::warn;
+
 use super::Progress;
 use super::tags::{self, Tags};
 use crate::error::{Error, Result, code_of};
@@ -65,9 +67,18 @@ pub async fn ensure(
 }
 
 /// Deletes every listener of the load balancer, so its target group is free.
+/// Deleting the load balancer removes its listeners too, so a listing that fails
+/// is logged rather than allowed to stop the tear-down.
 pub async fn delete_all(elb: &elbv2::Client, lb_arn: &str, progress: &Progress) -> Result<()> {
     let _step = progress.step("deleting the listener");
-    for listener in list(elb, lb_arn).await? {
+    let listeners = match list(elb, lb_arn).await {
+        Ok(listeners) => listeners,
+        Err(error) => {
+            warn!(%error, "could not list the listeners; deleting the load balancer removes them");
+            return Ok(());
+        }
+    };
+    for listener in listeners {
         let Some(arn) = listener.listener_arn else { continue };
         match elb.delete_listener().listener_arn(arn).send().await {
             Ok(_) => {}

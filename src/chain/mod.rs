@@ -25,7 +25,7 @@ use crate::spec::Spec;
 pub use endpoint_service::EndpointService;
 pub use load_balancer::LoadBalancer;
 pub use network::{Network, Zone};
-pub use tags::{COMPLETE_TAG, GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG};
+pub use tags::{ANSWERED_TAG, GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG};
 pub use target_group::TargetGroup;
 
 /// Hex digits of a generation, the suffix that keeps names of successive chains apart.
@@ -108,14 +108,20 @@ pub struct Group {
 }
 
 impl Group {
-    /// Whether this chain was finished and handed out; an unfinished one can
-    /// belong to nobody but a crashed or failed request.
-    pub fn is_complete(&self) -> bool {
-        self.services.iter().any(|service| service.complete)
+    /// The service ID CloudFormation received for this chain, if it received one. An
+    /// unanswered chain belongs to nobody but a failed or crashed request.
+    pub fn answered_as(&self) -> Option<&str> {
+        let tags = self.services.iter().map(|s| &s.tags);
+        let tags = tags
+            .chain(self.load_balancers.iter().map(|lb| &lb.tags))
+            .chain(self.target_groups.iter().map(|tg| &tg.tags));
+        tags.filter_map(|tags| tags.get(ANSWERED_TAG)).map(String::as_str).next()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && self.load_balancers.is_empty() && self.target_groups.is_empty()
+    /// Whether `service_id` names this chain: its service, or, once the service is
+    /// deleted, the load balancer or target group CloudFormation knew by that ID.
+    pub fn is_named(&self, service_id: &str) -> bool {
+        self.services.iter().any(|s| s.id == service_id) || self.answered_as() == Some(service_id)
     }
 }
 
@@ -130,16 +136,12 @@ impl Inventory {
         self.groups.get(generation)
     }
 
-    pub fn holding_service(&self, service_id: &str) -> Option<&Group> {
-        self.groups.values().find(|group| group.services.iter().any(|s| s.id == service_id))
+    pub fn named(&self, service_id: &str) -> Option<&Group> {
+        self.groups.values().find(|group| group.is_named(service_id))
     }
 
-    pub fn incomplete(&self) -> impl Iterator<Item = &Group> {
-        self.groups.values().filter(|group| !group.is_complete())
-    }
-
-    pub fn groups(&self) -> impl Iterator<Item = &Group> {
-        self.groups.values()
+    pub fn unanswered(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values().filter(|group| group.answered_as().is_none())
     }
 
     fn group_mut(&mut self, generation: &str) -> &mut Group {
@@ -248,18 +250,22 @@ impl<'a> Chain<'a> {
             target_group::ensure(elb, existing_tg, want, &tags, progress),
         );
         let (lb_arn, tg_arn) = (lb_arn?, tg_arn?);
-        // A listener cancelled mid-create goes with its load balancer, so failing fast is safe here.
-        let (lb, listener_arn, (), ()) = tokio::try_join!(
-            load_balancer::wait_active(elb, &lb_arn, MAX_STATE_WAIT, progress),
-            listener::ensure(elb, &lb_arn, &tg_arn, want.spec.port, &tags, progress),
-            target_group::ensure_targets(elb, &tg_arn, want, progress),
-            load_balancer::ensure_cross_zone(elb, &lb_arn, want.spec.cross_zone, progress),
-        )?;
+        // The load balancer's own calls wait until it is active: right after creation
+        // AWS may not find it yet. A listener cancelled mid-create goes with its load
+        // balancer, so failing fast is safe here.
+        let on_active_load_balancer = async {
+            let lb = load_balancer::wait_active(elb, &lb_arn, MAX_STATE_WAIT, progress).await?;
+            let (listener_arn, ()) = tokio::try_join!(
+                listener::ensure(elb, &lb_arn, &tg_arn, want.spec.port, &tags, progress),
+                load_balancer::ensure_cross_zone(elb, &lb_arn, want.spec.cross_zone, progress),
+            )?;
+            Ok((lb, listener_arn))
+        };
+        let ((lb, listener_arn), ()) =
+            tokio::try_join!(on_active_load_balancer, target_group::ensure_targets(elb, &tg_arn, want, progress))?;
         let existing_service = existing.and_then(|group| group.services.first());
         let service = endpoint_service::ensure(ec2, existing_service, &lb.arn, want, &tags, progress).await?;
         endpoint_service::ensure_principals(ec2, &service.id, &want.spec.allowed_principals, progress).await?;
-        // Last: from here on the chain counts as handed out and is never swept as debris.
-        endpoint_service::mark_complete(ec2, &service, progress).await?;
         info!(service_id = %service.id, generation = %want.generation, "chain complete");
         Ok(Built {
             service_id: service.id,
@@ -271,6 +277,14 @@ impl<'a> Chain<'a> {
             zones: want.network.zones(),
             target_ips: want.spec.target_ips.iter().copied().collect(),
         })
+    }
+
+    /// Records that CloudFormation received `service_id`, on the service and on its
+    /// load balancer and target group (`elb_arns`), so a Delete naming the ID finds
+    /// what is left of the chain even after the service itself is gone.
+    pub async fn mark_answered(&self, service_id: &str, elb_arns: Vec<String>) -> Result<()> {
+        tags::tag_elb(&self.aws.elb, elb_arns, ANSWERED_TAG, service_id).await?;
+        endpoint_service::tag(&self.aws.ec2, service_id, ANSWERED_TAG, service_id).await
     }
 
     /// Deletes a whole generation, in the order AWS requires: endpoint service,

@@ -10,8 +10,9 @@ use crate::error::{Error, Result};
 pub const STACK_ID_TAG: &str = "reverse-privatelink:stack-id";
 pub const LOGICAL_ID_TAG: &str = "reverse-privatelink:logical-id";
 pub const GENERATION_TAG: &str = "reverse-privatelink:generation";
-/// Set on the endpoint service once the whole chain is built and about to be handed out.
-pub const COMPLETE_TAG: &str = "reverse-privatelink:complete";
+/// Set on a chain's resources, with its service ID as the value, once CloudFormation
+/// has received that ID: from then on only a Delete naming the ID may remove them.
+pub const ANSWERED_TAG: &str = "reverse-privatelink:answered";
 
 /// DescribeTags takes at most 20 ARNs.
 const DESCRIBE_TAGS_BATCH: usize = 20;
@@ -115,6 +116,20 @@ pub async fn sync_elb(
             .await
             .map_err(Error::aws("removing tags (RemoveTags)"))?;
     }
+    Ok(())
+}
+
+/// Tags several ELB resources with `key` = `value` in one call.
+pub async fn tag_elb(elb: &elbv2::Client, arns: Vec<String>, key: &str, value: &str) -> Result<()> {
+    if arns.is_empty() {
+        return Ok(());
+    }
+    elb.add_tags()
+        .set_resource_arns(Some(arns))
+        .tags(elbv2::types::Tag::builder().key(key).value(value).build())
+        .send()
+        .await
+        .map_err(Error::aws("tagging the load balancer resources (AddTags)"))?;
     Ok(())
 }
 

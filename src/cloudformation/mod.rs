@@ -31,6 +31,13 @@ pub trait CustomResource {
     type Error: Display;
 
     fn handle(&self, request: &Request, deadline: &Deadline) -> impl Future<Output = Result<Success, Self::Error>>;
+
+    /// Called once CloudFormation has received `success` for `request`: only
+    /// now does the stack know the physical ID.
+    fn answered(&self, request: &Request, success: &Success) -> impl Future<Output = ()> {
+        let _ = (request, success);
+        async {}
+    }
 }
 
 /// Points in time derived from the invocation's deadline, latest last:
@@ -104,21 +111,34 @@ pub async fn serve<R: CustomResource>(
         response_url = %redact(&url),
         "custom resource request received"
     );
-    let outcome = match event::parse(payload) {
-        Ok(request) => run(resource, &request, &deadline).await,
-        Err(reason) => Outcome::Failed(reason),
+    let request = event::parse(payload);
+    let outcome = match &request {
+        Ok(request) => run(resource, request, &deadline).await,
+        Err(reason) => Outcome::Failed(reason.clone()),
     };
-    match &outcome {
-        Outcome::Success(success) => info!(physical_resource_id = %success.physical_resource_id, "answering SUCCESS"),
-        Outcome::Failed(reason) => warn!(%reason, "answering FAILED"),
-    }
+    let succeeded = match &outcome {
+        Outcome::Success(success) => {
+            info!(physical_resource_id = %success.physical_resource_id, "answering SUCCESS");
+            Some(success.clone())
+        }
+        Outcome::Failed(reason) => {
+            warn!(%reason, "answering FAILED");
+            None
+        }
+    };
     let body = response::render(&envelope, outcome);
     match sender.deliver(&url, body, deadline.finish_by).await {
+        Ok(()) => {
+            if let (Ok(request), Some(success)) = (&request, &succeeded) {
+                resource.answered(request, success).await;
+            }
+            Ok(())
+        }
         Err(err) if !err.is_transient() => {
             error!(error = %err, "CloudFormation's response URL refused the answer; a retry would not help");
             Ok(())
         }
-        delivered => delivered,
+        Err(err) => Err(err),
     }
 }
 

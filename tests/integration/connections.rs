@@ -45,7 +45,6 @@ fn group() -> Group {
             load_balancer_arns: vec![],
             generation: "0123abcd".into(),
             tags: BTreeMap::new(),
-            complete: true,
         }],
         ..Group::default()
     }

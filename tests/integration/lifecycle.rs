@@ -8,7 +8,7 @@ use crate::support::harness::{CONSUMER, ChainView, Harness, LOGICAL_ID, SECOND_C
 use crate::support::moto::Moto;
 use crate::support::proxy::{Fault, Proxy};
 use reverse_privatelink::Function;
-use reverse_privatelink::chain::{COMPLETE_TAG, GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG, generation};
+use reverse_privatelink::chain::{ANSWERED_TAG, GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG, generation};
 
 fn id(answer: &Value) -> String {
     answer["PhysicalResourceId"].as_str().unwrap().to_string()
@@ -55,7 +55,9 @@ async fn create_builds_every_resource_with_the_right_settings() {
         assert_eq!(tags.get(LOGICAL_ID_TAG).map(String::as_str), Some(LOGICAL_ID));
         assert!(tags.contains_key(GENERATION_TAG));
     }
-    assert!(chain.service_tags.contains_key(COMPLETE_TAG));
+    for tags in [&chain.service_tags, &chain.load_balancer_tags, &chain.target_group_tags] {
+        assert_eq!(tags.get(ANSWERED_TAG), Some(&service_id), "marked once CloudFormation has the answer");
+    }
 
     let inventory = h.inventory().await;
     assert_eq!(
@@ -271,18 +273,14 @@ async fn changes_aws_cannot_make_in_place_get_a_new_chain() {
     props.as_object_mut().unwrap().remove("SecurityGroupIds");
     let mut current = h.create(&props).await;
 
-    let seed = h.seed.clone();
-    let changes: [(&str, Box<dyn Fn(&mut Value)>); 3] = [
-        (
-            "security groups on a load balancer created without",
-            Box::new(|p| p["SecurityGroupIds"] = json!([seed.security_group])),
-        ),
-        ("a subnet removed", Box::new(|p| p["SubnetIds"] = json!(seed.subnets[..2]))),
-        ("a new name", Box::new(|p| p["Name"] = json!("orders-db"))),
+    let changes = [
+        ("security groups on a load balancer created without", "SecurityGroupIds", json!([h.seed.security_group])),
+        ("a subnet removed", "SubnetIds", json!(h.seed.subnets[..2])),
+        ("a new name", "Name", json!("orders-db")),
     ];
-    for (what, change) in changes {
+    for (what, property, value) in changes {
         let old_props = props.clone();
-        change(&mut props);
+        props[property] = value;
         let answer = h.send(&h.update_event(&id(&current), &old_props, &props)).await;
         assert_eq!(answer["Status"], "SUCCESS", "{what}: {answer}");
         assert_ne!(id(&answer), id(&current), "{what} needs a new chain");
@@ -391,4 +389,37 @@ async fn the_deadline_guard_cleans_up_and_answers_while_the_load_balancer_is_sti
     let rollback = h.send(&h.delete_event(answer["PhysicalResourceId"].as_str().unwrap(), &props)).await;
     assert_eq!(rollback["Status"], "SUCCESS", "{rollback}");
     assert!(h.inventory().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_delete_interrupted_after_the_service_went_finishes_when_delivered_again() {
+    let h = Harness::new().await;
+    let props = h.properties();
+    let created = h.create(&props).await;
+    let service_id = id(&created);
+    // As if the first Delete crashed right after removing the endpoint service.
+    h.ec2.delete_vpc_endpoint_service_configurations().service_ids(&service_id).send().await.unwrap();
+    assert_eq!(h.inventory().await.load_balancers.len(), 1);
+
+    let answer = h.send(&h.delete_event(&service_id, &props)).await;
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    assert!(h.inventory().await.is_empty(), "{:?}", h.inventory().await);
+}
+
+#[tokio::test]
+async fn a_delete_naming_one_chain_leaves_the_others_alone() {
+    let h = Harness::new().await;
+    let props = h.properties();
+    let first = h.create(&props).await;
+    // Another Create of the same logical ID (a resource-type change replaces it that way).
+    let second = h.create(&props).await;
+    let second_view = h.chain(&second).await;
+    let debris = h.leave_debris(&new_request_id(), true).await;
+
+    let answer = h.send(&h.delete_event(&id(&first), &props)).await;
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    assert_eq!(h.chain(&second).await, second_view);
+    let inventory = h.inventory().await;
+    assert_eq!(inventory.services, [id(&second)].into());
+    assert!(inventory.load_balancers.contains(&debris), "only a Delete that names no service sweeps unanswered chains");
 }

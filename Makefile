@@ -1,15 +1,24 @@
-# The two commands of the README, and what they need. Everything installs
-# itself: a fresh clone needs only Rust, Python 3 and network access to the
-# package registries.
+# Everything installs itself: a fresh clone needs only Rust, Python 3 and access
+# to the package registries (crates.io, PyPI). Tools live in .venv and .tools/.
 
-VENV        := .venv
 PYTHON      ?= python3
-MOTO        := moto[server]==5.2.5
+ARCH        ?= x86_64
+VENV        := .venv
+TOOLS       := .tools
 MOTO_SERVER := $(abspath $(VENV))/bin/moto_server
+LINT_PY     := $(TOOLS)/lint/bin/python
+CHECKOV     := $(TOOLS)/checkov/bin/checkov
+CARGO_DENY  := $(TOOLS)/cargo/bin/cargo-deny
+BUILD_BIN   := $(abspath $(TOOLS))/build/bin
+SAM         := $(TOOLS)/sam/bin/sam
+ZIP         := target/lambda/reverse-privatelink/bootstrap.zip
+STACKSET_TEMPLATE := dist/reverse-privatelink.yaml
+CARGO_LAMBDA_ARCH_x86_64 := --x86-64
+CARGO_LAMBDA_ARCH_arm64  := --arm64
 
-.PHONY: demo test
+.PHONY: demo test build package deploy lint
 
-## demo: run the Lambda binary against moto server: Create, Update, Delete
+## demo: run the Lambda binary against moto server: Create, Update, Delete (no AWS account)
 demo: $(MOTO_SERVER)
 	cargo build --locked
 	$(VENV)/bin/python scripts/demo.py --binary target/debug/reverse-privatelink --moto-server $(MOTO_SERVER)
@@ -18,6 +27,56 @@ demo: $(MOTO_SERVER)
 test: $(MOTO_SERVER)
 	MOTO_SERVER=$(MOTO_SERVER) cargo test --locked
 
+## build: release bootstrap.zip with cargo-lambda (ARCH=x86_64 or arm64)
+build: $(BUILD_BIN)/cargo-lambda
+	PATH=$(BUILD_BIN):$$PATH cargo lambda build --release --locked $(CARGO_LAMBDA_ARCH_$(ARCH)) --output-format zip
+	@echo "built $(ZIP) for $(ARCH)"
+
+## package: bootstrap.zip plus the StackSets/console template pointing at CodeS3Bucket/CodeS3Key, in dist/
+package: build $(STACKSET_TEMPLATE)
+	cp $(ZIP) dist/bootstrap.zip
+	@echo "dist/bootstrap.zip: upload to s3://<bucket-prefix>-<region>/reverse-privatelink/bootstrap.zip in each region"
+	@echo "$(STACKSET_TEMPLATE): the template for StackSets and the console's Launch stack"
+
+## deploy: sam build && sam deploy --guided into the current AWS account
+deploy: $(SAM) $(BUILD_BIN)/cargo-lambda
+	PATH=$(BUILD_BIN):$$PATH SAM_CLI_TELEMETRY=0 $(SAM) build --parameter-overrides Architecture=$(ARCH)
+	SAM_CLI_TELEMETRY=0 $(SAM) deploy --guided --capabilities CAPABILITY_IAM
+	@echo "deployed; the stack's Outputs hold ServiceName and AvailabilityZoneIds for the consumer"
+
+## lint: cfn-lint, checkov, the IAM policy against the Service Authorization Reference, fmt, clippy, cargo-deny
+lint: $(STACKSET_TEMPLATE) $(CHECKOV) $(CARGO_DENY)
+	$(TOOLS)/lint/bin/cfn-lint template.yaml $(STACKSET_TEMPLATE)
+	$(CHECKOV) --framework cloudformation --skip-download --quiet --compact -f template.yaml -f $(STACKSET_TEMPLATE)
+	$(LINT_PY) scripts/check_iam.py template.yaml
+	cargo fmt --check
+	cargo clippy --locked --all-targets -- -D warnings
+	$(CARGO_DENY) check bans licenses sources
+	@echo "lint clean: template.yaml, $(STACKSET_TEMPLATE), IAM policy, Rust formatting, clippy, dependencies"
+
+$(STACKSET_TEMPLATE): template.yaml scripts/package.py $(LINT_PY)
+	$(LINT_PY) scripts/package.py --source template.yaml --output $@
+
 $(MOTO_SERVER):
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check '$(MOTO)'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+
+$(LINT_PY):
+	$(PYTHON) -m venv $(TOOLS)/lint
+	$(TOOLS)/lint/bin/pip install --quiet --disable-pip-version-check cfn-lint==1.58.0 cfn-flip==1.3.0 policy_sentry==0.15.2
+
+# checkov pins an older policy_sentry, hence its own venv.
+$(CHECKOV):
+	$(PYTHON) -m venv $(TOOLS)/checkov
+	$(TOOLS)/checkov/bin/pip install --quiet --disable-pip-version-check checkov==3.3.30
+
+$(CARGO_DENY):
+	cargo install --locked --root $(TOOLS)/cargo cargo-deny --version 0.20.2
+
+$(BUILD_BIN)/cargo-lambda:
+	$(PYTHON) -m venv $(TOOLS)/build
+	$(TOOLS)/build/bin/pip install --quiet --disable-pip-version-check cargo-lambda==1.9.2 ziglang==0.17.1
+
+$(SAM):
+	$(PYTHON) -m venv $(TOOLS)/sam
+	$(TOOLS)/sam/bin/pip install --quiet --disable-pip-version-check aws-sam-cli==1.170.0

@@ -16,7 +16,7 @@ STACKSET_TEMPLATE := dist/reverse-privatelink.yaml
 CARGO_LAMBDA_ARCH_x86_64 := --x86-64
 CARGO_LAMBDA_ARCH_arm64  := --arm64
 
-.PHONY: demo test build package deploy lint
+.PHONY: demo test reliability build package deploy lint
 
 ## demo: run the Lambda binary against moto server: Create, Update, Delete (no AWS account)
 demo: $(MOTO_SERVER)
@@ -26,6 +26,12 @@ demo: $(MOTO_SERVER)
 ## test: all tests (unit, moto integration, protocol, binary through a Runtime API)
 test: $(MOTO_SERVER)
 	MOTO_SERVER=$(MOTO_SERVER) cargo test --locked
+
+## reliability: the fault, crash, deadline and bad-input tests, printing the figures they produce
+reliability: $(MOTO_SERVER)
+	MOTO_SERVER=$(MOTO_SERVER) cargo test --locked --test integration reliability:: -- --nocapture 2>&1 \
+		| tee target/reliability.log | grep -E '^(reliability:|test result)'
+	@grep -q '^test result: ok' target/reliability.log
 
 ## build: release bootstrap.zip with cargo-lambda (ARCH=x86_64 or arm64)
 build: $(BUILD_BIN)/cargo-lambda

@@ -6,5 +6,6 @@ mod binary;
 mod connections;
 mod lifecycle;
 mod protocol;
+mod reliability;
 mod support;
 mod validation;

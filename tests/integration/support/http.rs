@@ -71,6 +71,7 @@ struct Shared {
     status: Mutex<Option<StatusCode>>,
     drop_connections: AtomicUsize,
     attempts: AtomicUsize,
+    hold_next: std::sync::atomic::AtomicBool,
     notify: tokio::sync::Notify,
 }
 
@@ -112,7 +113,9 @@ impl Server {
                 let service = TowerToHyperService::new(app.clone());
                 let tls = tls.clone();
                 tokio::spawn(async move {
-                    let builder = auto::Builder::new(TokioExecutor::new());
+                    // One request per connection, so dropping "the next connections" drops the next requests.
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    builder.http1().keep_alive(false);
                     match tls {
                         Some(acceptor) => {
                             if let Ok(stream) = acceptor.accept(tcp).await {
@@ -140,6 +143,12 @@ impl Server {
     pub fn fail_next(&self, n: usize, status: StatusCode) {
         *self.shared.status.lock().unwrap() = Some(status);
         self.shared.fail_with_status.store(n, Ordering::SeqCst);
+    }
+
+    /// The next request is recorded but never answered: the moment to kill the
+    /// function right after CloudFormation got its answer.
+    pub fn hold_next(&self) {
+        self.shared.hold_next.store(true, Ordering::SeqCst);
     }
 
     /// The next `n` connections are closed before a response.
@@ -190,5 +199,8 @@ async fn record(
     }
     shared.recorded.lock().unwrap().push(Recorded { method, uri, headers, body });
     shared.notify.notify_waiters();
+    if shared.hold_next.swap(false, Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
     StatusCode::OK.into_response()
 }

@@ -61,11 +61,23 @@ impl Moto {
 
     /// The same settings pointed elsewhere (a fault-injecting proxy, say).
     pub async fn sdk_config_at(&self, endpoint: &str) -> SdkConfig {
+        self.loader(endpoint).load().await
+    }
+
+    /// Pointed at `endpoint`, giving up after `attempts` tries with short pauses:
+    /// for tests of persistent failures, which the SDK would otherwise retry for a minute.
+    pub async fn sdk_config_impatient(&self, endpoint: &str, attempts: u32) -> SdkConfig {
+        let retries = aws_config::retry::RetryConfig::standard()
+            .with_max_attempts(attempts)
+            .with_initial_backoff(Duration::from_millis(20))
+            .with_max_backoff(Duration::from_millis(100));
+        self.loader(endpoint).retry_config(retries).load().await
+    }
+
+    fn loader(&self, endpoint: &str) -> aws_config::ConfigLoader {
         reverse_privatelink::aws_config_loader()
             .endpoint_url(endpoint)
             .region(Region::new(REGION))
             .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-            .load()
-            .await
     }
 }

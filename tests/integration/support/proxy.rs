@@ -23,6 +23,9 @@ pub enum Fault {
     Drop,
     /// Rewrites load balancer states in answers from `active` to `provisioning`.
     KeepProvisioning,
+    /// Forwards the request, so the step takes effect, then never answers: the
+    /// moment to kill the function "right after the step".
+    HoldAfterForwarding,
 }
 
 #[derive(Debug)]
@@ -38,6 +41,7 @@ struct Shared {
     rules: Mutex<Vec<Rule>>,
     actions: Mutex<Vec<String>>,
     injected: Mutex<Vec<(String, Fault)>>,
+    held: tokio::sync::Notify,
 }
 
 #[derive(Clone)]
@@ -87,6 +91,13 @@ impl Proxy {
     /// Every action that reached the proxy, in order.
     pub fn actions(&self) -> Vec<String> {
         self.shared.actions.lock().unwrap().clone()
+    }
+
+    /// Waits until a request was held by `HoldAfterForwarding`.
+    pub async fn held(&self) {
+        tokio::time::timeout(Duration::from_secs(60), self.shared.held.notified())
+            .await
+            .expect("the step was never reached");
     }
 
     /// Every fault the proxy injected.
@@ -157,7 +168,7 @@ async fn handle(
         // An error from the service makes hyper close the connection without answering.
         Some(Fault::Drop) => return Err(std::io::Error::other("dropped by the fault proxy")),
         Some(Fault::Latency(delay)) => tokio::time::sleep(*delay).await,
-        Some(Fault::KeepProvisioning) | None => {}
+        Some(Fault::KeepProvisioning | Fault::HoldAfterForwarding) | None => {}
     }
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut forward = client.request(parts.method.clone(), format!("{upstream}{path}")).body(body);
@@ -167,6 +178,10 @@ async fn handle(
         }
     }
     let answer = forward.send().await.map_err(std::io::Error::other)?;
+    if fault == Some(Fault::HoldAfterForwarding) {
+        shared.held.notify_one();
+        std::future::pending::<()>().await;
+    }
     let status = answer.status();
     let content_type = answer.headers().get("content-type").cloned();
     let mut text = answer.text().await.map_err(std::io::Error::other)?;

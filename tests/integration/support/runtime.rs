@@ -57,15 +57,26 @@ impl RuntimeApi {
     /// Queues `payload` as the next invocation, with `timeout` until its deadline,
     /// and waits for the function to finish it.
     pub async fn invoke(&self, payload: impl Into<Bytes>, timeout: Duration) -> Ended {
+        let id = self.submit(payload, timeout);
+        self.ended(&id, timeout).await
+    }
+
+    /// Queues `payload` as the next invocation without waiting; returns its ID.
+    pub fn submit(&self, payload: impl Into<Bytes>, timeout: Duration) -> String {
         let n = self.counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let id = format!("invocation-{n}");
         let deadline = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + timeout).as_millis() as u64;
         self.shared.queue.lock().unwrap().push_back((id.clone(), payload.into(), deadline));
         self.shared.queued.notify_one();
+        id
+    }
+
+    /// Waits until invocation `id` ended.
+    pub async fn ended(&self, id: &str, timeout: Duration) -> Ended {
         let wait = async {
             loop {
                 let notified = self.shared.ended_notify.notified();
-                if let Some(ended) = self.shared.ended.lock().unwrap().get(&id) {
+                if let Some(ended) = self.shared.ended.lock().unwrap().get(id) {
                     return ended.clone();
                 }
                 notified.await;

@@ -130,7 +130,11 @@ pub async fn serve<R: CustomResource>(
     match sender.deliver(&url, body, deadline.finish_by).await {
         Ok(()) => {
             if let (Ok(request), Some(success)) = (&request, &succeeded) {
-                resource.answered(request, success).await;
+                // Bounded: running past the deadline would make Lambda deliver the event again.
+                let recorded = tokio::time::timeout_at(deadline.finish_by, resource.answered(request, success)).await;
+                if recorded.is_err() {
+                    warn!("the deadline came before the answer could be recorded on the resource");
+                }
             }
             Ok(())
         }

@@ -13,9 +13,10 @@ pub mod spec;
 
 use std::time::Duration;
 
+use aws_config::meta::region::RegionProviderChain;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, ConfigLoader, SdkConfig};
+use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
 use lambda_runtime::LambdaEvent;
 
 use chain::Aws;
@@ -31,7 +32,10 @@ pub struct Function {
 /// The SDK settings the chain relies on: throttling is retried with backoff,
 /// and no single call may hang past the deadline guard's reach.
 pub fn aws_config_loader() -> ConfigLoader {
+    // Lambda always sets AWS_REGION; the fallback serves local runs against an emulator.
+    let region = RegionProviderChain::default_provider().or_else(Region::new("us-east-1"));
     aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
         .retry_config(RetryConfig::standard().with_max_attempts(6))
         .timeout_config(
             TimeoutConfig::builder()

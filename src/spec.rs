@@ -59,52 +59,20 @@ impl Spec {
                 errors.push(unknown_property(key));
             }
         }
-        let subnet_ids = noted(&mut errors, id_set(props, "SubnetIds", "subnet-", true));
-        let security_group_ids = noted(&mut errors, id_set(props, "SecurityGroupIds", "sg-", false));
-        let target_ips = noted(&mut errors, target_ips(props));
-        let port = noted(&mut errors, port(props));
-        let allowed_principals = noted(&mut errors, principals(props));
-        let acceptance_required = noted(&mut errors, boolean(props, "AcceptanceRequired", false));
-        let cross_zone = noted(&mut errors, boolean(props, "CrossZoneLoadBalancing", true));
-        let name = noted(&mut errors, name(props, stack_id));
-        let tags = noted(&mut errors, tags(props));
+        // A field that fails reads as its default; the errors decide the outcome.
+        let spec = Spec {
+            subnet_ids: noted(&mut errors, id_set(props, "SubnetIds", "subnet-", true)),
+            security_group_ids: noted(&mut errors, id_set(props, "SecurityGroupIds", "sg-", false)),
+            target_ips: noted(&mut errors, target_ips(props)),
+            port: noted(&mut errors, port(props)),
+            allowed_principals: noted(&mut errors, principals(props)),
+            acceptance_required: noted(&mut errors, boolean(props, "AcceptanceRequired", false)),
+            cross_zone: noted(&mut errors, boolean(props, "CrossZoneLoadBalancing", true)),
+            name: noted(&mut errors, name(props, stack_id)),
+            tags: noted(&mut errors, tags(props)),
+        };
         Error::collect(errors)?;
-
-        match (
-            subnet_ids,
-            security_group_ids,
-            target_ips,
-            port,
-            allowed_principals,
-            acceptance_required,
-            cross_zone,
-            name,
-            tags,
-        ) {
-            (
-                Some(subnet_ids),
-                Some(security_group_ids),
-                Some(target_ips),
-                Some(port),
-                Some(allowed_principals),
-                Some(acceptance_required),
-                Some(cross_zone),
-                Some(name),
-                Some(tags),
-            ) => Ok(Spec {
-                name,
-                subnet_ids,
-                security_group_ids,
-                target_ips,
-                port,
-                allowed_principals,
-                acceptance_required,
-                cross_zone,
-                tags,
-            }),
-            // Every None pushed an error, so this cannot be reached with an empty list.
-            _ => Err(Error::property("ResourceProperties", "invalid")),
-        }
+        Ok(spec)
     }
 
     /// The user tag keys of earlier properties, read leniently: they only tell
@@ -118,9 +86,12 @@ impl Spec {
     }
 }
 
-/// The value, or None with the error added to `errors`.
-fn noted<T>(errors: &mut Vec<Error>, result: Result<T>) -> Option<T> {
-    result.map_err(|err| errors.push(err)).ok()
+/// The value, or its default with the error added to `errors`.
+fn noted<T: Default>(errors: &mut Vec<Error>, result: Result<T>) -> T {
+    result.unwrap_or_else(|err| {
+        errors.push(err);
+        T::default()
+    })
 }
 
 fn kind(value: &Value) -> &'static str {

@@ -60,15 +60,7 @@ async fn create_builds_every_resource_with_the_right_settings() {
     }
 
     let inventory = h.inventory().await;
-    assert_eq!(
-        (
-            inventory.load_balancers.len(),
-            inventory.target_groups.len(),
-            inventory.listeners.len(),
-            inventory.services.len()
-        ),
-        (1, 1, 1, 1)
-    );
+    assert_eq!(inventory.counts(), (1, 1, 1, 1));
 }
 
 #[tokio::test]
@@ -83,7 +75,7 @@ async fn a_redelivered_create_makes_no_second_chain() {
     assert!(answers.iter().all(|a| a["Status"] == "SUCCESS"), "{answers:?}");
     assert_eq!(answers[0]["PhysicalResourceId"], answers[1]["PhysicalResourceId"]);
     let inventory = h.inventory().await;
-    assert_eq!((inventory.load_balancers.len(), inventory.target_groups.len(), inventory.services.len()), (1, 1, 1));
+    assert_eq!(inventory.counts(), (1, 1, 1, 1));
 }
 
 #[tokio::test]
@@ -98,7 +90,7 @@ async fn a_create_completes_what_an_earlier_attempt_left() {
     assert_eq!(answer["Status"], "SUCCESS", "{answer}");
     assert_eq!(answer["Data"]["LoadBalancerArn"], lb_arn.as_str());
     let inventory = h.inventory().await;
-    assert_eq!((inventory.load_balancers.len(), inventory.target_groups.len(), inventory.services.len()), (1, 1, 1));
+    assert_eq!(inventory.counts(), (1, 1, 1, 1));
     h.chain(&answer).await; // whole: listener, target, service
 }
 
@@ -235,7 +227,7 @@ async fn updates_change_exactly_the_property_that_changed() {
     assert_eq!(answer["Data"]["AvailabilityZoneIds"], seed.zone_ids.join(","));
 
     let inventory = h.inventory().await;
-    assert_eq!((inventory.load_balancers.len(), inventory.target_groups.len(), inventory.services.len()), (1, 1, 1));
+    assert_eq!(inventory.counts(), (1, 1, 1, 1));
 }
 
 #[tokio::test]

@@ -271,6 +271,11 @@ impl Inventory {
     pub fn is_empty(&self) -> bool {
         self == &Inventory::default()
     }
+
+    /// How many load balancers, target groups, listeners and endpoint services there are.
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        (self.load_balancers.len(), self.target_groups.len(), self.listeners.len(), self.services.len())
+    }
 }
 
 pub async fn inventory(ec2: &aws_sdk_ec2::Client, elb: &aws_sdk_elasticloadbalancingv2::Client) -> Inventory {

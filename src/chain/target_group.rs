@@ -17,7 +17,6 @@ const ALL_ZONES: &str = "all";
 #[derive(Debug, Clone)]
 pub struct TargetGroup {
     pub arn: String,
-    pub name: String,
     pub port: u16,
     pub vpc_id: String,
     pub generation: String,
@@ -37,7 +36,6 @@ pub async fn list_owned(elb: &elbv2::Client, owner: &Owner) -> Result<Vec<Target
         .into_iter()
         .map(|tg| TargetGroup {
             arn: tg.target_group_arn.unwrap_or_default(),
-            name: tg.target_group_name.unwrap_or_default(),
             port: tg.port.and_then(|p| u16::try_from(p).ok()).unwrap_or_default(),
             vpc_id: tg.vpc_id.unwrap_or_default(),
             generation: String::new(),

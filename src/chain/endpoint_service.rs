@@ -126,13 +126,7 @@ async fn sync_tags(
     let (set, remove) = tags.difference(&service.tags);
     if !set.is_empty() {
         let _step = progress.step("tagging the endpoint service");
-        let set = set.into_iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
-        ec2.create_tags()
-            .resources(&service.id)
-            .set_tags(Some(set))
-            .send()
-            .await
-            .map_err(Error::aws("tagging the endpoint service (CreateTags)"))?;
+        tag(ec2, &service.id, &set).await?;
     }
     if !remove.is_empty() {
         let _step = progress.step("removing dropped tags from the endpoint service");
@@ -182,11 +176,12 @@ pub async fn ensure_principals(
     Ok(())
 }
 
-/// Tags the service with `key` = `value`.
-pub async fn tag(ec2: &aws_sdk_ec2::Client, service_id: &str, key: &str, value: &str) -> Result<()> {
+/// Sets `tags` on the service.
+pub async fn tag(ec2: &aws_sdk_ec2::Client, service_id: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+    let tags = tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build());
     ec2.create_tags()
         .resources(service_id)
-        .tags(Tag::builder().key(key).value(value).build())
+        .set_tags(Some(tags.collect()))
         .send()
         .await
         .map_err(Error::aws("tagging the endpoint service (CreateTags)"))?;

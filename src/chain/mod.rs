@@ -283,8 +283,9 @@ impl<'a> Chain<'a> {
     /// load balancer and target group (`elb_arns`), so a Delete naming the ID finds
     /// what is left of the chain even after the service itself is gone.
     pub async fn mark_answered(&self, service_id: &str, elb_arns: Vec<String>) -> Result<()> {
-        tags::tag_elb(&self.aws.elb, elb_arns, ANSWERED_TAG, service_id).await?;
-        endpoint_service::tag(&self.aws.ec2, service_id, ANSWERED_TAG, service_id).await
+        let answered = BTreeMap::from([(ANSWERED_TAG.to_string(), service_id.to_string())]);
+        tags::tag_elb(&self.aws.elb, elb_arns, &answered).await?;
+        endpoint_service::tag(&self.aws.ec2, service_id, &answered).await
     }
 
     /// Deletes a whole generation, in the order AWS requires: endpoint service,

@@ -99,13 +99,7 @@ pub async fn sync_elb(
     let (set, remove) = tags.difference(current);
     if !set.is_empty() {
         let _step = progress.step("tagging the load balancer resources");
-        let set = set.into_iter().map(|(k, v)| elbv2::types::Tag::builder().key(k).value(v).build());
-        elb.add_tags()
-            .resource_arns(arn)
-            .set_tags(Some(set.collect()))
-            .send()
-            .await
-            .map_err(Error::aws("tagging (AddTags)"))?;
+        tag_elb(elb, vec![arn.to_string()], &set).await?;
     }
     if !remove.is_empty() {
         let _step = progress.step("removing dropped tags");
@@ -119,14 +113,15 @@ pub async fn sync_elb(
     Ok(())
 }
 
-/// Tags several ELB resources with `key` = `value` in one call.
-pub async fn tag_elb(elb: &elbv2::Client, arns: Vec<String>, key: &str, value: &str) -> Result<()> {
-    if arns.is_empty() {
+/// Sets `tags` on several ELB resources in one call.
+pub async fn tag_elb(elb: &elbv2::Client, arns: Vec<String>, tags: &BTreeMap<String, String>) -> Result<()> {
+    if arns.is_empty() || tags.is_empty() {
         return Ok(());
     }
+    let tags = tags.iter().map(|(k, v)| elbv2::types::Tag::builder().key(k).value(v).build());
     elb.add_tags()
         .set_resource_arns(Some(arns))
-        .tags(elbv2::types::Tag::builder().key(key).value(value).build())
+        .set_tags(Some(tags.collect()))
         .send()
         .await
         .map_err(Error::aws("tagging the load balancer resources (AddTags)"))?;

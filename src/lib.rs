@@ -4,45 +4,34 @@
 //!
 //! Three rooms, each calling only the next: [`cloudformation`] (the protocol)
 //! → [`resource`] and [`spec`] (the desired state) → [`chain`] (the AWS calls).
+//! [`incoming`] sorts each event to its room; [`deadline`] keeps every room
+//! within the invocation's time.
 
+pub mod aws;
 pub mod chain;
 pub mod cloudformation;
+pub mod deadline;
 pub mod error;
+pub mod incoming;
 pub mod resource;
 pub mod spec;
 
-use std::time::Duration;
-
-use aws_config::meta::region::RegionProviderChain;
-use aws_config::retry::RetryConfig;
-use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
+use aws_config::SdkConfig;
 use lambda_runtime::LambdaEvent;
+use tracing::error;
 
-use chain::Aws;
-use cloudformation::{Incoming, ResponseSender};
+use aws::Aws;
+use cloudformation::ResponseSender;
+use deadline::Deadline;
+use incoming::Incoming;
 use resource::ReversePrivateLink;
+
+pub use aws::config_loader as aws_config_loader;
 
 /// The Lambda function: one custom resource and the way to answer CloudFormation.
 pub struct Function {
     resource: ReversePrivateLink,
     sender: ResponseSender,
-}
-
-/// The SDK settings the chain relies on: throttling is retried with backoff,
-/// and no single call may hang past the deadline guard's reach.
-pub fn aws_config_loader() -> ConfigLoader {
-    // Lambda always sets AWS_REGION; the fallback serves local runs against an emulator.
-    let region = RegionProviderChain::default_provider().or_else(Region::new("us-east-1"));
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(region)
-        .retry_config(RetryConfig::standard().with_max_attempts(6))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .operation_attempt_timeout(Duration::from_secs(30))
-                .build(),
-        )
 }
 
 impl Function {
@@ -61,7 +50,20 @@ impl Function {
 
     /// Handles one invocation; an error asks Lambda to deliver the event again.
     pub async fn handle(&self, event: LambdaEvent<Incoming>) -> Result<(), lambda_runtime::Error> {
-        // Boxed: the chain's nested futures are too deep a type for the runtime's own future to lay out.
-        Ok(Box::pin(cloudformation::serve(&self.resource, &self.sender, event)).await?)
+        let deadline = Deadline::from_epoch_millis(event.context.deadline);
+        match event.payload {
+            // Boxed: the chain's nested futures are too deep a type for the runtime's own future to lay out.
+            Incoming::CloudFormation(payload) => {
+                Ok(Box::pin(cloudformation::serve(&self.resource, &self.sender, payload, deadline)).await?)
+            }
+            Incoming::EventBridge(event) => {
+                error!(source = %event.source, detail_type = %event.detail_type, "no handler for EventBridge events yet");
+                Ok(())
+            }
+            Incoming::Unreadable(why) => {
+                error!(error = %why, "the event cannot be read, so it has no ResponseURL to answer; ending the invocation without a response");
+                Ok(())
+            }
+        }
     }
 }

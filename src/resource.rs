@@ -4,17 +4,13 @@
 //! is replaced, and what a failed or crashed request leaves to clean up.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::panic::AssertUnwindSafe;
 
-use futures::FutureExt;
-use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::chain::{self, Aws, Built, Chain, Desired, Owner, Progress};
-use crate::cloudformation::{
-    CreateRequest, CustomResource, Deadline, DeleteRequest, Request, Success, UpdateRequest, panic_message,
-};
+use crate::aws::Aws;
+use crate::chain::{self, Built, Chain, Desired, Owner};
+use crate::cloudformation::{CreateRequest, CustomResource, DeleteRequest, Request, Success, UpdateRequest};
+use crate::deadline::{Deadline, Progress, within};
 use crate::error::{Error, Result};
 use crate::spec::Spec;
 
@@ -150,19 +146,6 @@ impl ReversePrivateLink {
         })
         .await?;
         Ok(Success { physical_resource_id: named.to_string(), data: BTreeMap::new() })
-    }
-}
-
-/// Runs `work` until `until`, turning a timeout or a panic into an error that
-/// says what was in progress.
-async fn within<T>(until: Instant, progress: &Progress, work: impl Future<Output = Result<T>>) -> Result<T> {
-    // Pinned here rather than handed to a timeout: the steps in flight must be
-    // read before dropping the work ends them.
-    let work = AssertUnwindSafe(work).catch_unwind();
-    tokio::pin!(work);
-    tokio::select! {
-        finished = &mut work => finished.unwrap_or_else(|panic| Err(Error::Panic(panic_message(panic.as_ref())))),
-        () = tokio::time::sleep_until(until) => Err(Error::Timeout(progress.describe())),
     }
 }
 

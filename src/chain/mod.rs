@@ -13,12 +13,12 @@ mod target_group;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_config::SdkConfig;
 use tracing::info;
 
+pub use crate::aws::Aws;
+pub use crate::deadline::Progress;
 use crate::error::Result;
 use crate::spec::Spec;
 
@@ -34,19 +34,6 @@ pub const GENERATION_LEN: usize = 8;
 /// How long to wait for one load balancer state change at most; the caller's
 /// deadline usually ends the wait sooner.
 const MAX_STATE_WAIT: Duration = Duration::from_secs(600);
-
-/// The AWS clients the chain uses.
-#[derive(Clone, Debug)]
-pub struct Aws {
-    pub ec2: aws_sdk_ec2::Client,
-    pub elb: aws_sdk_elasticloadbalancingv2::Client,
-}
-
-impl Aws {
-    pub fn new(config: &SdkConfig) -> Self {
-        Aws { ec2: aws_sdk_ec2::Client::new(config), elb: aws_sdk_elasticloadbalancingv2::Client::new(config) }
-    }
-}
 
 /// Who a chain belongs to: a stack and the logical ID of the resource in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,43 +135,6 @@ impl Inventory {
         self.groups
             .entry(generation.to_string())
             .or_insert_with(|| Group { generation: generation.to_string(), ..Group::default() })
-    }
-}
-
-/// What the chain is doing right now, so a timeout can say what it was waiting for.
-#[derive(Clone, Debug, Default)]
-pub struct Progress(Arc<Mutex<Vec<&'static str>>>);
-
-/// Marks a step as in progress until dropped.
-pub struct Step {
-    progress: Progress,
-    what: &'static str,
-}
-
-impl Progress {
-    pub fn step(&self, what: &'static str) -> Step {
-        self.steps().push(what);
-        Step { progress: self.clone(), what }
-    }
-
-    /// "waiting for the load balancer to become active and registering the targets"
-    pub fn describe(&self) -> String {
-        let steps = self.steps();
-        if steps.is_empty() { "between steps".to_string() } else { steps.join(" and ") }
-    }
-
-    fn steps(&self) -> std::sync::MutexGuard<'_, Vec<&'static str>> {
-        // A panic elsewhere must not hide what was in progress.
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-impl Drop for Step {
-    fn drop(&mut self) {
-        let mut steps = self.progress.steps();
-        if let Some(i) = steps.iter().position(|s| *s == self.what) {
-            steps.remove(i);
-        }
     }
 }
 
@@ -319,18 +269,5 @@ mod tests {
         assert_eq!(generation("anything").len(), GENERATION_LEN);
         // Pinned: a change here would orphan chains built by an earlier release.
         assert_eq!(generation(""), "cbf29ce4");
-    }
-
-    #[test]
-    fn progress_names_what_is_in_flight() {
-        let progress = Progress::default();
-        let a = progress.step("creating the load balancer");
-        {
-            let _b = progress.step("creating the target group");
-            assert_eq!(progress.describe(), "creating the load balancer and creating the target group");
-        }
-        assert_eq!(progress.describe(), "creating the load balancer");
-        drop(a);
-        assert_eq!(progress.describe(), "between steps");
     }
 }

@@ -4,31 +4,12 @@
 
 use aws_lambda_events::cloudformation::CloudFormationCustomResourceRequest;
 use reqwest::Url;
-use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
 /// A custom-resource request with its properties still untyped: typing them is
 /// the resource's job, and a bad property must become a FAILED answer, not a
 /// deserialization error the runtime would retry.
 pub type Request = CloudFormationCustomResourceRequest<Value, Value>;
-
-/// The invocation payload. A payload that is not JSON is kept as a message
-/// instead of failing deserialization inside the runtime, which would report an
-/// invocation error and make Lambda deliver the same garbage again.
-#[derive(Debug)]
-pub enum Incoming {
-    Json(Value),
-    Unreadable(String),
-}
-
-impl<'de> Deserialize<'de> for Incoming {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(match Value::deserialize(deserializer) {
-            Ok(value) => Incoming::Json(value),
-            Err(err) => Incoming::Unreadable(err.to_string()),
-        })
-    }
-}
 
 /// The fields a response copies back, read one by one so that a malformed event
 /// still yields as much of an answer as it allows.
@@ -128,12 +109,5 @@ mod tests {
         let mut missing = base;
         missing.as_object_mut().unwrap().remove("RequestType");
         assert!(parse(missing).unwrap_err().starts_with("RequestType:"));
-    }
-
-    #[test]
-    fn non_json_payload_is_kept_as_a_message() {
-        // As the runtime reads it: one value, trailing bytes unchecked.
-        let incoming = Incoming::deserialize(&mut serde_json::Deserializer::from_slice(b"<html>")).unwrap();
-        assert!(matches!(incoming, Incoming::Unreadable(_)));
     }
 }

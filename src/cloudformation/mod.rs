@@ -10,18 +10,18 @@ mod response;
 use std::fmt::Display;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
-use lambda_runtime::LambdaEvent;
-use tokio::time::Instant;
+use serde_json::Value;
 use tracing::{error, info, warn};
 
 pub use aws_lambda_events::cloudformation::{CreateRequest, DeleteRequest, UpdateRequest};
 pub use delivery::{DeliveryError, ResponseSender};
-pub use event::{Incoming, Request, redact};
+pub use event::{Request, redact};
 pub use response::{MAX_BODY_BYTES, Success};
 
+pub use crate::deadline::Deadline;
+use crate::deadline::panic_message;
 use event::Envelope;
 use response::Outcome;
 
@@ -40,58 +40,15 @@ pub trait CustomResource {
     }
 }
 
-/// Points in time derived from the invocation's deadline, latest last:
-/// the resource stops working at `work_until` and stops cleaning up after
-/// itself at `cleanup_until`; the protocol stops waiting for it at `answer_by`;
-/// the answer must be delivered by `finish_by`.
-#[derive(Clone, Copy, Debug)]
-pub struct Deadline {
-    pub work_until: Instant,
-    pub cleanup_until: Instant,
-    pub answer_by: Instant,
-    pub finish_by: Instant,
-}
-
-/// Used when the runtime gives no deadline: Lambda's longest timeout.
-const UNKNOWN_DEADLINE: Duration = Duration::from_secs(900);
-
-impl Deadline {
-    /// Splits the time left between work, clean-up and delivery; short
-    /// invocations get proportionally short reserves.
-    pub fn after(remaining: Duration) -> Self {
-        let now = Instant::now();
-        let finish_by = now + remaining - (remaining / 20).min(Duration::from_secs(1));
-        let answer_by = now + remaining - (remaining / 5).min(Duration::from_secs(15));
-        let work_until = answer_by - (remaining / 4).min(Duration::from_secs(60));
-        let cleanup_until = answer_by - (answer_by - work_until) / 10;
-        Deadline { work_until, cleanup_until, answer_by, finish_by }
-    }
-
-    fn from_epoch_millis(deadline_ms: u64) -> Self {
-        if deadline_ms == 0 {
-            return Self::after(UNKNOWN_DEADLINE);
-        }
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
-        Self::after(Duration::from_millis(deadline_ms.saturating_sub(now_ms)))
-    }
-}
-
 /// Handles one invocation. Returns an error to the runtime (so Lambda delivers
 /// the event again) only when the answer could not be delivered for reasons a
 /// later attempt may overcome; everything else ends the invocation cleanly.
 pub async fn serve<R: CustomResource>(
     resource: &R,
     sender: &ResponseSender,
-    event: LambdaEvent<Incoming>,
+    payload: Value,
+    deadline: Deadline,
 ) -> Result<(), DeliveryError> {
-    let deadline = Deadline::from_epoch_millis(event.context.deadline);
-    let payload = match event.payload {
-        Incoming::Json(payload) => payload,
-        Incoming::Unreadable(why) => {
-            error!(error = %why, "the event is not JSON, so it has no ResponseURL to answer; ending the invocation without a response");
-            return Ok(());
-        }
-    };
     let envelope = Envelope::read(&payload);
     let Some(url) = envelope.response_url.clone() else {
         error!(
@@ -156,37 +113,5 @@ async fn run<R: CustomResource>(resource: &R, request: &Request, deadline: &Dead
         Err(_elapsed) => {
             Outcome::Failed("timed out: the work did not finish before the Lambda function's deadline".to_string())
         }
-    }
-}
-
-/// The text a panic was raised with.
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "the handler panicked".to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadline_reserves_time_for_cleanup_and_delivery() {
-        for secs in [3, 10, 60, 900] {
-            let remaining = Duration::from_secs(secs);
-            let start = Instant::now();
-            let d = Deadline::after(remaining);
-            assert!(
-                start < d.work_until
-                    && d.work_until < d.cleanup_until
-                    && d.cleanup_until < d.answer_by
-                    && d.answer_by < d.finish_by
-            );
-            assert!(d.finish_by <= start + remaining + Duration::from_millis(5));
-        }
-        let long = Deadline::after(Duration::from_secs(900));
-        assert!(long.finish_by - long.work_until <= Duration::from_secs(80));
     }
 }

@@ -25,14 +25,16 @@ fn aws(rules: &[&Rule]) -> Aws {
         .http_client(create_mock_http_client())
         .interceptor(interceptor)
         .build();
-    // Tear-down of a group holding only a service makes no ELB call; one would fail for want of an endpoint.
-    let elb = aws_sdk_elasticloadbalancingv2::Config::builder()
-        .behavior_version_latest()
+    // Every other client fails for want of a mocked answer: a teardown of a group holding only a service calls none.
+    let unmocked = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("a", "b", None, None, "test"))
+        .credentials_provider(aws_sdk_ec2::config::SharedCredentialsProvider::new(Credentials::new(
+            "a", "b", None, None, "test",
+        )))
         .http_client(create_mock_http_client())
         .build();
-    Aws { ec2: aws_sdk_ec2::Client::from_conf(ec2), elb: aws_sdk_elasticloadbalancingv2::Client::from_conf(elb) }
+    Aws { ec2: aws_sdk_ec2::Client::from_conf(ec2), ..Aws::new(&unmocked) }
 }
 
 fn group() -> Group {

@@ -3,12 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::future::pending;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use lambda_runtime::{Context, LambdaEvent};
 use reverse_privatelink::cloudformation::{
-    CustomResource, Deadline, Incoming, MAX_BODY_BYTES, Request, ResponseSender, Success, serve,
+    CustomResource, Deadline, MAX_BODY_BYTES, Request, ResponseSender, Success, serve,
 };
 use serde_json::{Value, json};
 
@@ -62,14 +61,8 @@ fn sender() -> ResponseSender {
     ResponseSender::new().unwrap().with_retries(4, Duration::from_millis(100))
 }
 
-fn lambda_event(payload: Incoming, deadline: Duration) -> LambdaEvent<Incoming> {
-    let mut context = Context::default();
-    context.deadline = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + deadline).as_millis() as u64;
-    LambdaEvent::new(payload, context)
-}
-
 async fn answer(stub: Stub, event: Value, server: &Server) -> Value {
-    serve(&stub, &sender(), lambda_event(Incoming::Json(event), Duration::from_secs(30))).await.unwrap();
+    serve(&stub, &sender(), event, Deadline::after(Duration::from_secs(30))).await.unwrap();
     let recorded = server.recorded();
     assert_eq!(recorded.len(), 1, "exactly one answer");
     recorded[0].json()
@@ -79,9 +72,7 @@ async fn answer(stub: Stub, event: Value, server: &Server) -> Value {
 async fn a_success_answer_carries_what_cloudformation_reads() {
     let server = Server::http().await;
     let url = server.url("stack/request-1");
-    serve(&Stub::Succeed, &sender(), lambda_event(Incoming::Json(event("Create", &url)), Duration::from_secs(30)))
-        .await
-        .unwrap();
+    serve(&Stub::Succeed, &sender(), event("Create", &url), Deadline::after(Duration::from_secs(30))).await.unwrap();
     let recorded = server.recorded();
     assert_eq!(recorded.len(), 1);
     let put = &recorded[0];
@@ -150,9 +141,7 @@ async fn the_deadline_guard_answers_before_lambda_stops_the_function() {
     let server = Server::http().await;
     let started = Instant::now();
     let deadline = Duration::from_secs(3);
-    serve(&Stub::Hang, &sender(), lambda_event(Incoming::Json(event("Create", &server.url("r"))), deadline))
-        .await
-        .unwrap();
+    serve(&Stub::Hang, &sender(), event("Create", &server.url("r")), Deadline::after(deadline)).await.unwrap();
     let elapsed = started.elapsed();
     assert!(elapsed < deadline, "answered after the deadline: {elapsed:?}");
     let recorded = server.recorded();
@@ -185,8 +174,7 @@ async fn refused_connections_are_retried_until_the_listener_is_up() {
     let url = format!("http://127.0.0.1:{port}/r?X-Amz-Signature=s");
     let sender = ResponseSender::new().unwrap().with_retries(6, Duration::from_millis(300));
     let delivery = tokio::spawn(async move {
-        serve(&Stub::Succeed, &sender, lambda_event(Incoming::Json(event("Create", &url)), Duration::from_secs(30)))
-            .await
+        serve(&Stub::Succeed, &sender, event("Create", &url), Deadline::after(Duration::from_secs(30))).await
     });
     // The first attempts meet a closed port (connection refused).
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -201,12 +189,9 @@ async fn refused_connections_are_retried_until_the_listener_is_up() {
 async fn a_refusing_response_url_is_not_retried_and_the_invocation_ends_cleanly() {
     let server = Server::http().await;
     server.fail_next(10, StatusCode::FORBIDDEN);
-    let ended = serve(
-        &Stub::Succeed,
-        &sender(),
-        lambda_event(Incoming::Json(event("Create", &server.url("r"))), Duration::from_secs(30)),
-    )
-    .await;
+    let ended =
+        serve(&Stub::Succeed, &sender(), event("Create", &server.url("r")), Deadline::after(Duration::from_secs(30)))
+            .await;
     assert!(ended.is_ok(), "a retry by Lambda would meet the same refusal");
     assert_eq!(server.attempts(), 1);
 }
@@ -215,12 +200,9 @@ async fn a_refusing_response_url_is_not_retried_and_the_invocation_ends_cleanly(
 async fn an_unreachable_response_url_asks_lambda_to_deliver_the_event_again() {
     let server = Server::http().await;
     server.fail_next(100, StatusCode::SERVICE_UNAVAILABLE);
-    let ended = serve(
-        &Stub::Succeed,
-        &sender(),
-        lambda_event(Incoming::Json(event("Create", &server.url("r"))), Duration::from_secs(30)),
-    )
-    .await;
+    let ended =
+        serve(&Stub::Succeed, &sender(), event("Create", &server.url("r")), Deadline::after(Duration::from_secs(30)))
+            .await;
     assert!(ended.is_err());
     assert_eq!(server.attempts(), 4, "the sender's attempts, no more");
 }
@@ -237,7 +219,7 @@ async fn malformed_events_get_one_failed_answer_naming_the_field() {
     no_stack.as_object_mut().unwrap().remove("StackId");
     for (bad, field) in [(destroy, "RequestType"), (no_old, "OldResourceProperties"), (no_stack, "StackId")] {
         let before = server.recorded().len();
-        serve(&Stub::Succeed, &sender(), lambda_event(Incoming::Json(bad), Duration::from_secs(30))).await.unwrap();
+        serve(&Stub::Succeed, &sender(), bad, Deadline::after(Duration::from_secs(30))).await.unwrap();
         let recorded = server.recorded();
         assert_eq!(recorded.len(), before + 1);
         let body = recorded[before].json();
@@ -253,13 +235,8 @@ async fn events_without_a_usable_response_url_end_quietly() {
     no_url.as_object_mut().unwrap().remove("ResponseURL");
     let mut bad_url = no_url.clone();
     bad_url["ResponseURL"] = json!("not a url");
-    for payload in [
-        Incoming::Json(no_url),
-        Incoming::Json(bad_url),
-        Incoming::Json(json!("hello")),
-        Incoming::Unreadable("expected value".into()),
-    ] {
-        let ended = serve(&Stub::Succeed, &sender(), lambda_event(payload, Duration::from_secs(30))).await;
+    for payload in [no_url, bad_url, json!("hello")] {
+        let ended = serve(&Stub::Succeed, &sender(), payload, Deadline::after(Duration::from_secs(30))).await;
         assert!(ended.is_ok(), "an error would make Lambda deliver the unanswerable event again");
     }
     assert_eq!(server.attempts(), 0);

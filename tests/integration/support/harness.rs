@@ -10,7 +10,7 @@ use aws_sdk_elasticloadbalancingv2::types::{LoadBalancerTypeEnum, Tag as ElbTag}
 use lambda_runtime::{Context, LambdaEvent};
 use reverse_privatelink::Function;
 use reverse_privatelink::chain::{GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG, generation};
-use reverse_privatelink::cloudformation::Incoming;
+use reverse_privatelink::incoming::Incoming;
 use serde_json::{Value, json};
 
 use super::http::Server;
@@ -255,7 +255,7 @@ pub async fn invoke(function: &Function, event: Value, deadline: Duration) -> Re
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     context.deadline = (now + deadline).as_millis() as u64;
     context.request_id = new_request_id();
-    function.handle(LambdaEvent::new(Incoming::Json(event), context)).await
+    function.handle(LambdaEvent::new(Incoming::classify(event), context)).await
 }
 
 /// Everything in the emulator that this project could have made.

@@ -1,0 +1,47 @@
+//! The AWS clients, built once per process and shared by every kind of event.
+
+use std::time::Duration;
+
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, ConfigLoader, Region, SdkConfig};
+
+/// The SDK settings the function relies on: throttling is retried with backoff,
+/// and no single call may hang past the deadline guard's reach.
+pub fn config_loader() -> ConfigLoader {
+    // Lambda always sets AWS_REGION; the fallback serves local runs against an emulator.
+    let region = RegionProviderChain::default_provider().or_else(Region::new("us-east-1"));
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
+        .retry_config(RetryConfig::standard().with_max_attempts(6))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .build(),
+        )
+}
+
+/// One client per service. Each honours `AWS_ENDPOINT_URL_<SERVICE>` as well as
+/// `AWS_ENDPOINT_URL`, so a test can put a CloudFormation stub beside the emulator.
+#[derive(Clone, Debug)]
+pub struct Aws {
+    pub ec2: aws_sdk_ec2::Client,
+    pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub rds: aws_sdk_rds::Client,
+    pub cloudformation: aws_sdk_cloudformation::Client,
+    pub tagging: aws_sdk_resourcegroupstagging::Client,
+}
+
+impl Aws {
+    pub fn new(config: &SdkConfig) -> Self {
+        Aws {
+            ec2: aws_sdk_ec2::Client::new(config),
+            elb: aws_sdk_elasticloadbalancingv2::Client::new(config),
+            rds: aws_sdk_rds::Client::new(config),
+            cloudformation: aws_sdk_cloudformation::Client::new(config),
+            tagging: aws_sdk_resourcegroupstagging::Client::new(config),
+        }
+    }
+}

@@ -10,9 +10,11 @@ use tracing::{error, info, warn};
 use crate::aws::Aws;
 use crate::chain::{self, Built, Chain, Desired, Owner};
 use crate::cloudformation::{CreateRequest, CustomResource, DeleteRequest, Request, Success, UpdateRequest};
+use crate::database::Databases;
 use crate::deadline::{Deadline, Progress, within};
 use crate::error::{Error, Result};
-use crate::spec::Spec;
+use crate::resolve::{Resolution, resolve};
+use crate::spec::{Spec, tag_keys};
 
 /// Physical IDs of this resource are endpoint service IDs.
 const SERVICE_ID_PREFIX: &str = "vpce-svc-";
@@ -20,11 +22,12 @@ const SERVICE_ID_PREFIX: &str = "vpce-svc-";
 /// The reverse-PrivateLink custom resource.
 pub struct ReversePrivateLink {
     aws: Aws,
+    databases: Databases,
 }
 
 impl ReversePrivateLink {
-    pub fn new(aws: Aws) -> Self {
-        ReversePrivateLink { aws }
+    pub fn new(aws: Aws, databases: Databases) -> Self {
+        ReversePrivateLink { aws, databases }
     }
 }
 
@@ -68,18 +71,19 @@ impl ReversePrivateLink {
         let generation = chain::generation(&request.request_id);
         let progress = Progress::default();
         let built = within(deadline.work_until, &progress, async {
-            let network = chain.resolve_network(&spec).await?;
+            let resolution = Box::pin(resolve(&self.aws, &self.databases, &spec, &progress)).await?;
             let inventory = chain.inventory().await?;
             let want = Desired {
                 spec: &spec,
-                network: &network,
+                resolved: &resolution.resolved,
                 generation: generation.clone(),
                 dropped_tag_keys: BTreeSet::new(),
             };
-            chain.converge(&want, inventory.generation(&generation), &progress).await
+            let built = Box::pin(chain.converge(&want, inventory.generation(&generation), &progress)).await?;
+            Ok((built, resolution))
         })
         .await;
-        finish(&chain, &generation, built, deadline).await
+        finish(&chain, &spec, &generation, built, deadline).await
     }
 
     /// Changes the chain named by the physical ID in place where AWS can;
@@ -87,18 +91,20 @@ impl ReversePrivateLink {
     /// delete the old one once the stack update has succeeded.
     async fn update(&self, request: &UpdateRequest, deadline: &Deadline) -> Result<Success> {
         let spec = Spec::from_properties(&request.resource_properties, &request.stack_id)?;
-        let dropped_tag_keys: BTreeSet<String> = Spec::tag_keys(&request.old_resource_properties)
-            .into_iter()
-            .filter(|key| !spec.tags.contains_key(key))
-            .collect();
+        let dropped_tag_keys: BTreeSet<String> =
+            tag_keys(&request.old_resource_properties).into_iter().filter(|key| !spec.tags.contains_key(key)).collect();
         let chain = self.chain(&request.stack_id, &request.logical_resource_id);
         let replacement = chain::generation(&request.request_id);
         let progress = Progress::default();
         let built = within(deadline.work_until, &progress, async {
-            let network = chain.resolve_network(&spec).await?;
+            let resolution = Box::pin(resolve(&self.aws, &self.databases, &spec, &progress)).await?;
             let inventory = chain.inventory().await?;
-            let mut want =
-                Desired { spec: &spec, network: &network, generation: replacement.clone(), dropped_tag_keys };
+            let mut want = Desired {
+                spec: &spec,
+                resolved: &resolution.resolved,
+                generation: replacement.clone(),
+                dropped_tag_keys,
+            };
             match inventory.named(&request.physical_resource_id) {
                 Some(current) => {
                     let in_place = Desired { generation: current.generation.clone(), ..want.clone() };
@@ -114,11 +120,12 @@ impl ReversePrivateLink {
                     "no chain of this resource holds that endpoint service; building a new one"
                 ),
             }
-            chain.converge(&want, inventory.generation(&want.generation), &progress).await
+            let built = Box::pin(chain.converge(&want, inventory.generation(&want.generation), &progress)).await?;
+            Ok((built, resolution))
         })
         .await;
         // Only an unanswered replacement can be removed; a chain changed in place was answered and stays.
-        finish(&chain, &replacement, built, deadline).await
+        finish(&chain, &spec, &replacement, built, deadline).await
     }
 
     /// Deletes the chain the physical ID names. An ID that names no service
@@ -152,9 +159,15 @@ impl ReversePrivateLink {
 /// Answers with the chain, or removes what a failed build of `generation`
 /// left unfinished before answering with the error: a failed request leaves
 /// nothing behind.
-async fn finish(chain: &Chain<'_>, generation: &str, built: Result<Built>, deadline: &Deadline) -> Result<Success> {
+async fn finish(
+    chain: &Chain<'_>,
+    spec: &Spec,
+    generation: &str,
+    built: Result<(Built, Resolution)>,
+    deadline: &Deadline,
+) -> Result<Success> {
     let error = match built {
-        Ok(built) => return Ok(success(built)),
+        Ok((built, resolution)) => return Ok(success(spec, built, resolution)),
         // Refused before anything was created.
         Err(error @ (Error::Property { .. } | Error::Properties(_))) => return Err(error),
         Err(error) => error,
@@ -175,8 +188,10 @@ async fn finish(chain: &Chain<'_>, generation: &str, built: Result<Built>, deadl
     })
 }
 
-fn success(built: Built) -> Success {
+fn success(spec: &Spec, built: Built, resolution: Resolution) -> Success {
     let join = |items: Vec<String>| items.join(",");
+    let database = spec.database().map(|d| d.as_given().to_string()).unwrap_or_default();
+    let writer_instance = resolution.writer.and_then(|w| w.instance).unwrap_or_default();
     let data = BTreeMap::from([
         ("ServiceId".to_string(), built.service_id.clone()),
         ("ServiceName".to_string(), built.service_name),
@@ -187,6 +202,8 @@ fn success(built: Built) -> Success {
         ("AvailabilityZones".to_string(), join(built.zones.iter().map(|z| z.name.clone()).collect())),
         ("AvailabilityZoneIds".to_string(), join(built.zones.iter().map(|z| z.id.clone()).collect())),
         ("TargetIps".to_string(), join(built.target_ips.iter().map(ToString::to_string).collect())),
+        ("Database".to_string(), database),
+        ("WriterInstance".to_string(), writer_instance),
     ]);
     Success { physical_resource_id: built.service_id, data }
 }

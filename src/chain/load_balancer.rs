@@ -71,10 +71,10 @@ pub fn replacement_reasons(lb: &LoadBalancer, want: &Desired<'_>) -> Vec<String>
     if lb.name != want.resource_name() {
         reasons.push(format!("Name: the load balancer is named {} and AWS cannot rename it", lb.name));
     }
-    if lb.vpc_id != want.network.vpc_id {
-        reasons.push(format!("SubnetIds: the subnets moved from {} to {}", lb.vpc_id, want.network.vpc_id));
-    } else if !lb.subnets.is_subset(&want.spec.subnet_ids) {
-        let removed: Vec<&str> = lb.subnets.difference(&want.spec.subnet_ids).map(String::as_str).collect();
+    if lb.vpc_id != want.resolved.network.vpc_id {
+        reasons.push(format!("SubnetIds: the subnets moved from {} to {}", lb.vpc_id, want.resolved.network.vpc_id));
+    } else if !lb.subnets.is_subset(&want.resolved.subnet_ids) {
+        let removed: Vec<&str> = lb.subnets.difference(&want.resolved.subnet_ids).map(String::as_str).collect();
         reasons.push(format!(
             "SubnetIds: {} would be removed, which AWS refuses while an endpoint service uses the load balancer",
             removed.join(", ")
@@ -105,7 +105,7 @@ pub async fn ensure(
             .r#type(LoadBalancerTypeEnum::Network)
             .scheme(LoadBalancerSchemeEnum::Internal)
             .ip_address_type(IpAddressType::Ipv4)
-            .set_subnets(Some(want.spec.subnet_ids.iter().cloned().collect()))
+            .set_subnets(Some(want.resolved.subnet_ids.iter().cloned().collect()))
             // Only at creation: an NLB created without security groups can never get any.
             .set_security_groups(
                 Some(want.spec.security_group_ids.iter().cloned().collect()).filter(|g: &Vec<_>| !g.is_empty()),
@@ -123,11 +123,11 @@ pub async fn ensure(
                 message: "CreateLoadBalancer returned no ARN".into(),
             });
     };
-    if lb.subnets != want.spec.subnet_ids {
+    if lb.subnets != want.resolved.subnet_ids {
         let _step = progress.step("adding subnets to the load balancer");
         elb.set_subnets()
             .load_balancer_arn(&lb.arn)
-            .set_subnets(Some(want.spec.subnet_ids.iter().cloned().collect()))
+            .set_subnets(Some(want.resolved.subnet_ids.iter().cloned().collect()))
             .send()
             .await
             .map_err(Error::aws("changing the load balancer's subnets (SetSubnets)"))?;

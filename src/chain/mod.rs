@@ -7,9 +7,9 @@
 mod endpoint_service;
 mod listener;
 mod load_balancer;
-mod network;
+pub mod network;
 mod tags;
-mod target_group;
+pub mod target_group;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -25,11 +25,10 @@ use crate::spec::Spec;
 pub use endpoint_service::EndpointService;
 pub use load_balancer::LoadBalancer;
 pub use network::{Network, Zone};
-pub use tags::{ANSWERED_TAG, GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG};
+pub use tags::{ANSWERED_TAG, DATABASE_TAG, GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG};
 pub use target_group::TargetGroup;
 
-/// Hex digits of a generation, the suffix that keeps names of successive chains apart.
-pub const GENERATION_LEN: usize = 8;
+pub use crate::spec::GENERATION_LEN;
 
 /// How long to wait for one load balancer state change at most; the caller's
 /// deadline usually ends the wait sooner.
@@ -52,11 +51,22 @@ pub fn generation(request_id: &str) -> String {
     format!("{hash:016x}")[..GENERATION_LEN].to_string()
 }
 
+/// The spec resolved against the account: where the chain goes and what it forwards to.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub network: Network,
+    pub subnet_ids: BTreeSet<String>,
+    pub port: u16,
+    pub target_ips: BTreeSet<Ipv4Addr>,
+    /// The database the target group follows, as the user named it.
+    pub follows: Option<String>,
+}
+
 /// Everything one chain needs, checked against the account.
 #[derive(Debug, Clone)]
 pub struct Desired<'a> {
     pub spec: &'a Spec,
-    pub network: &'a Network,
+    pub resolved: &'a Resolved,
     pub generation: String,
     /// User tag keys an earlier version of the properties set and this one dropped.
     pub dropped_tag_keys: BTreeSet<String>,
@@ -149,11 +159,6 @@ impl<'a> Chain<'a> {
         Chain { aws, owner }
     }
 
-    /// Checks subnets, security groups and VPC against the account, changing nothing.
-    pub async fn resolve_network(&self, spec: &Spec) -> Result<Network> {
-        network::resolve(&self.aws.ec2, spec).await
-    }
-
     /// Finds every resource carrying this owner's tags.
     pub async fn inventory(&self) -> Result<Inventory> {
         let (services, load_balancers, target_groups) = tokio::try_join!(
@@ -190,6 +195,7 @@ impl<'a> Chain<'a> {
     pub async fn converge(&self, want: &Desired<'_>, existing: Option<&Group>, progress: &Progress) -> Result<Built> {
         let (elb, ec2) = (&self.aws.elb, &self.aws.ec2);
         let tags = tags::Tags::new(&self.owner, &want.generation, &want.spec.tags, &want.dropped_tag_keys);
+        let target_group_tags = tags.for_target_group(want.resolved.follows.as_deref());
         let existing_lb = existing.and_then(|group| group.load_balancers.first());
         let existing_tg = existing.and_then(|group| group.target_groups.first());
 
@@ -197,7 +203,7 @@ impl<'a> Chain<'a> {
         // mid-call, or the clean-up could miss what that call still made.
         let (lb_arn, tg_arn) = tokio::join!(
             load_balancer::ensure(elb, existing_lb, want, &tags, progress),
-            target_group::ensure(elb, existing_tg, want, &tags, progress),
+            target_group::ensure(elb, existing_tg, want, &target_group_tags, progress),
         );
         let (lb_arn, tg_arn) = (lb_arn?, tg_arn?);
         // The load balancer's own calls wait until it is active: right after creation
@@ -206,7 +212,7 @@ impl<'a> Chain<'a> {
         let on_active_load_balancer = async {
             let lb = load_balancer::wait_active(elb, &lb_arn, MAX_STATE_WAIT, progress).await?;
             let (listener_arn, ()) = tokio::try_join!(
-                listener::ensure(elb, &lb_arn, &tg_arn, want.spec.port, &tags, progress),
+                listener::ensure(elb, &lb_arn, &tg_arn, want.resolved.port, &tags, progress),
                 load_balancer::ensure_cross_zone(elb, &lb_arn, want.spec.cross_zone, progress),
             )?;
             Ok((lb, listener_arn))
@@ -224,8 +230,8 @@ impl<'a> Chain<'a> {
             load_balancer_dns_name: lb.dns_name,
             target_group_arn: tg_arn,
             listener_arn,
-            zones: want.network.zones(),
-            target_ips: want.spec.target_ips.iter().copied().collect(),
+            zones: want.resolved.network.zones(),
+            target_ips: want.resolved.target_ips.iter().copied().collect(),
         })
     }
 

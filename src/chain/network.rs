@@ -8,7 +8,6 @@ use std::net::Ipv4Addr;
 use aws_sdk_ec2::types::Filter;
 
 use crate::error::{Error, Result};
-use crate::spec::Spec;
 
 /// An Availability Zone by name (which differs between accounts) and ID (which does not).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -22,8 +21,22 @@ pub struct Network {
     pub vpc_id: String,
     /// Subnet ID → its zone.
     pub subnets: BTreeMap<String, Zone>,
-    /// The VPC's IPv4 blocks as (network, prefix length).
-    cidrs: Vec<(Ipv4Addr, u8)>,
+    pub blocks: VpcBlocks,
+}
+
+/// A VPC's IPv4 blocks as (network, prefix length).
+#[derive(Debug, Clone, Default)]
+pub struct VpcBlocks(pub Vec<(Ipv4Addr, u8)>);
+
+impl VpcBlocks {
+    /// Whether `ip` is inside the VPC; targets outside it (peered VPCs, on-premises)
+    /// must be registered for all zones.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.0.iter().any(|(net, len)| {
+            let mask = u32::MAX.checked_shl(32 - u32::from(*len)).unwrap_or(0);
+            u32::from(ip) & mask == u32::from(*net) & mask
+        })
+    }
 }
 
 impl Network {
@@ -33,25 +46,23 @@ impl Network {
         zones.into_iter().collect()
     }
 
-    /// Whether `ip` is inside the VPC; targets outside it (peered VPCs, on-premises)
-    /// must be registered for all zones.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        self.cidrs.iter().any(|(net, len)| {
-            let mask = u32::MAX.checked_shl(32 - u32::from(*len)).unwrap_or(0);
-            u32::from(ip) & mask == u32::from(*net) & mask
-        })
+        self.blocks.contains(ip)
     }
 }
 
-pub async fn resolve(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Result<Network> {
+/// Checks the subnets and security groups against the account, changing nothing.
+pub async fn resolve(
+    ec2: &aws_sdk_ec2::Client,
+    subnet_ids: &BTreeSet<String>,
+    security_group_ids: &BTreeSet<String>,
+) -> Result<Network> {
     const SUBNETS: &str = "SubnetIds";
     // A filter, not SubnetIds: it lists what exists instead of failing on the
     // first missing ID, so the error can name every one that is missing.
     let subnets = ec2
         .describe_subnets()
-        .filters(
-            Filter::builder().name("subnet-id").set_values(Some(spec.subnet_ids.iter().cloned().collect())).build(),
-        )
+        .filters(Filter::builder().name("subnet-id").set_values(Some(subnet_ids.iter().cloned().collect())).build())
         .send()
         .await
         .map_err(Error::aws("reading the subnets (DescribeSubnets)"))?
@@ -59,7 +70,7 @@ pub async fn resolve(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Result<Network> 
         .unwrap_or_default();
 
     let found: BTreeSet<&str> = subnets.iter().filter_map(|s| s.subnet_id.as_deref()).collect();
-    let missing: Vec<&str> = spec.subnet_ids.iter().map(String::as_str).filter(|id| !found.contains(id)).collect();
+    let missing: Vec<&str> = subnet_ids.iter().map(String::as_str).filter(|id| !found.contains(id)).collect();
     if !missing.is_empty() {
         return Err(Error::property(SUBNETS, format!("{} not found in this account and region", missing.join(", "))));
     }
@@ -98,11 +109,12 @@ pub async fn resolve(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Result<Network> 
     }
     let vpc_id = vpc_of.first().map(|(_, vpc)| vpc.to_string()).unwrap_or_default();
 
-    let (cidrs, ()) = tokio::try_join!(vpc_cidrs(ec2, &vpc_id), check_security_groups(ec2, spec, &vpc_id))?;
-    Ok(Network { vpc_id, subnets: zones, cidrs })
+    let (blocks, ()) =
+        tokio::try_join!(vpc_blocks(ec2, &vpc_id), check_security_groups(ec2, security_group_ids, &vpc_id))?;
+    Ok(Network { vpc_id, subnets: zones, blocks })
 }
 
-async fn vpc_cidrs(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<Vec<(Ipv4Addr, u8)>> {
+pub async fn vpc_blocks(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<VpcBlocks> {
     let vpcs =
         ec2.describe_vpcs().vpc_ids(vpc_id).send().await.map_err(Error::aws("reading the VPC (DescribeVpcs)"))?;
     let blocks = vpcs
@@ -119,21 +131,22 @@ async fn vpc_cidrs(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<Vec<(Ipv4A
             Some((net.parse().ok()?, len.parse().ok().filter(|len| *len <= 32)?))
         })
         .collect();
-    Ok(blocks)
+    Ok(VpcBlocks(blocks))
 }
 
-async fn check_security_groups(ec2: &aws_sdk_ec2::Client, spec: &Spec, vpc_id: &str) -> Result<()> {
+async fn check_security_groups(
+    ec2: &aws_sdk_ec2::Client,
+    security_group_ids: &BTreeSet<String>,
+    vpc_id: &str,
+) -> Result<()> {
     const GROUPS: &str = "SecurityGroupIds";
-    if spec.security_group_ids.is_empty() {
+    if security_group_ids.is_empty() {
         return Ok(());
     }
     let groups = ec2
         .describe_security_groups()
         .filters(
-            Filter::builder()
-                .name("group-id")
-                .set_values(Some(spec.security_group_ids.iter().cloned().collect()))
-                .build(),
+            Filter::builder().name("group-id").set_values(Some(security_group_ids.iter().cloned().collect())).build(),
         )
         .send()
         .await
@@ -143,7 +156,7 @@ async fn check_security_groups(ec2: &aws_sdk_ec2::Client, spec: &Spec, vpc_id: &
     let found: BTreeMap<&str, &str> =
         groups.iter().filter_map(|g| Some((g.group_id.as_deref()?, g.vpc_id.as_deref().unwrap_or_default()))).collect();
     let missing: Vec<&str> =
-        spec.security_group_ids.iter().map(String::as_str).filter(|id| !found.contains_key(id)).collect();
+        security_group_ids.iter().map(String::as_str).filter(|id| !found.contains_key(id)).collect();
     if !missing.is_empty() {
         return Err(Error::property(GROUPS, format!("{} not found in this account and region", missing.join(", "))));
     }
@@ -162,7 +175,7 @@ mod tests {
         let network = Network {
             vpc_id: "vpc-1".into(),
             subnets: BTreeMap::new(),
-            cidrs: vec![("10.0.0.0".parse().unwrap(), 16), ("100.64.0.0".parse().unwrap(), 24)],
+            blocks: VpcBlocks(vec![("10.0.0.0".parse().unwrap(), 16), ("100.64.0.0".parse().unwrap(), 24)]),
         };
         assert!(network.contains("10.0.255.1".parse().unwrap()));
         assert!(network.contains("100.64.0.9".parse().unwrap()));

@@ -14,6 +14,10 @@ pub const GENERATION_TAG: &str = "reverse-privatelink:generation";
 /// has received that ID: from then on only a Delete naming the ID may remove them.
 pub const ANSWERED_TAG: &str = "reverse-privatelink:answered";
 
+/// On the target group of a chain that follows a database: the database as the
+/// user named it. The writer sync finds the chains it keeps up to date by this tag.
+pub const DATABASE_TAG: &str = "reverse-privatelink:database";
+
 /// DescribeTags takes at most 20 ARNs.
 const DESCRIBE_TAGS_BATCH: usize = 20;
 
@@ -32,6 +36,17 @@ impl Tags {
         wanted.insert(LOGICAL_ID_TAG.to_string(), owner.logical_id.clone());
         wanted.insert(GENERATION_TAG.to_string(), generation.to_string());
         let dropped = dropped.iter().filter(|key| !wanted.contains_key(*key)).cloned().collect();
+        Tags { wanted, dropped }
+    }
+
+    /// The target group's tags: these plus the database it follows, or without it.
+    pub fn for_target_group(&self, follows: Option<&str>) -> Tags {
+        let (mut wanted, mut dropped) = (self.wanted.clone(), self.dropped.clone());
+        if let Some(database) = follows {
+            wanted.insert(DATABASE_TAG.to_string(), database.to_string());
+        } else {
+            dropped.insert(DATABASE_TAG.to_string());
+        }
         Tags { wanted, dropped }
     }
 

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use aws_sdk_elasticloadbalancingv2 as elbv2;
-use elbv2::types::{ProtocolEnum, TargetDescription, TargetHealthStateEnum, TargetTypeEnum};
+use elbv2::types::{ProtocolEnum, TargetDescription, TargetGroupAttribute, TargetHealthStateEnum, TargetTypeEnum};
 
 use super::tags::{self, Tags};
 use super::{Desired, Owner, Progress};
@@ -13,6 +13,15 @@ use crate::error::{Error, Result, code_of};
 
 /// Tells AWS a target outside the VPC (peering, Transit Gateway, on-premises) may take traffic from every zone.
 const ALL_ZONES: &str = "all";
+
+/// When the writer moves, connections still open to the old one (now a reader,
+/// or gone) are cut so the importer reconnects to the new writer; without this a
+/// deregistered target that stays healthy keeps its connections (NLB target
+/// group attributes, `deregistration_delay.connection_termination.enabled`).
+/// The delay is short because an address deregistered moments ago cannot be
+/// registered again until it has passed, and a failback needs exactly that.
+const ATTRIBUTES: [(&str, &str); 2] =
+    [("deregistration_delay.connection_termination.enabled", "true"), ("deregistration_delay.timeout_seconds", "10")];
 
 #[derive(Debug, Clone)]
 pub struct TargetGroup {
@@ -55,13 +64,13 @@ pub async fn list_owned(elb: &elbv2::Client, owner: &Owner) -> Result<Vec<Target
 
 pub fn replacement_reasons(tg: &TargetGroup, want: &Desired<'_>) -> Vec<String> {
     let mut reasons = Vec::new();
-    if tg.port != want.spec.port {
+    if tg.port != want.resolved.port {
         reasons
             .push(format!("Port: the target group listens on {} and AWS cannot change a target group's port", tg.port));
     }
-    if tg.vpc_id != want.network.vpc_id {
-        reasons
-            .push(format!("SubnetIds: the target group is in {}, the subnets in {}", tg.vpc_id, want.network.vpc_id));
+    let vpc_id = &want.resolved.network.vpc_id;
+    if &tg.vpc_id != vpc_id {
+        reasons.push(format!("SubnetIds: the target group is in {}, the subnets in {vpc_id}", tg.vpc_id));
     }
     reasons
 }
@@ -75,7 +84,10 @@ pub async fn ensure(
     progress: &Progress,
 ) -> Result<String> {
     if let Some(tg) = existing {
-        tags::sync_elb(elb, &tg.arn, &tg.tags, tags, progress).await?;
+        tokio::try_join!(
+            tags::sync_elb(elb, &tg.arn, &tg.tags, tags, progress),
+            ensure_attributes(elb, &tg.arn, false)
+        )?;
         return Ok(tg.arn.clone());
     }
     let _step = progress.step("creating the target group");
@@ -83,51 +95,113 @@ pub async fn ensure(
         .create_target_group()
         .name(want.resource_name())
         .protocol(ProtocolEnum::Tcp)
-        .port(i32::from(want.spec.port))
-        .vpc_id(&want.network.vpc_id)
+        .port(i32::from(want.resolved.port))
+        .vpc_id(&want.resolved.network.vpc_id)
         .target_type(TargetTypeEnum::Ip)
         .set_tags(Some(tags.elb()))
         .send()
         .await
         .map_err(Error::aws("creating the target group (CreateTargetGroup)"))?;
-    created.target_groups.and_then(|tgs| tgs.into_iter().next()).and_then(|tg| tg.target_group_arn).ok_or_else(|| {
-        Error::Unexpected { step: "creating the target group", message: "CreateTargetGroup returned no ARN".into() }
-    })
+    let arn =
+        created.target_groups.and_then(|tgs| tgs.into_iter().next()).and_then(|tg| tg.target_group_arn).ok_or_else(
+            || Error::Unexpected {
+                step: "creating the target group",
+                message: "CreateTargetGroup returned no ARN".into(),
+            },
+        )?;
+    ensure_attributes(elb, &arn, true).await?;
+    Ok(arn)
 }
 
-/// Registers the wanted addresses and deregisters every other target, so the
-/// writer is the only one.
+/// Sets the failover-friendly attributes; a target group created just now has AWS's defaults, so it is not read first.
+async fn ensure_attributes(elb: &elbv2::Client, arn: &str, fresh: bool) -> Result<()> {
+    if !fresh {
+        let current = elb
+            .describe_target_group_attributes()
+            .target_group_arn(arn)
+            .send()
+            .await
+            .map_err(Error::aws("reading the target group's attributes (DescribeTargetGroupAttributes)"))?
+            .attributes
+            .unwrap_or_default();
+        let set = |key: &str, value: &str| {
+            current.iter().any(|a| a.key.as_deref() == Some(key) && a.value.as_deref() == Some(value))
+        };
+        if ATTRIBUTES.iter().all(|(key, value)| set(key, value)) {
+            return Ok(());
+        }
+    }
+    elb.modify_target_group_attributes()
+        .target_group_arn(arn)
+        .set_attributes(Some(
+            ATTRIBUTES.iter().map(|(k, v)| TargetGroupAttribute::builder().key(*k).value(*v).build()).collect(),
+        ))
+        .send()
+        .await
+        .map_err(Error::aws("setting the target group's deregistration attributes (ModifyTargetGroupAttributes)"))?;
+    Ok(())
+}
+
+/// Makes the wanted addresses the only targets.
 pub async fn ensure_targets(elb: &elbv2::Client, arn: &str, want: &Desired<'_>, progress: &Progress) -> Result<()> {
     let _step = progress.step("registering the database writer as the target");
+    let current = registered(elb, arn).await?;
+    let network = &want.resolved.network;
+    set_targets(elb, arn, &current, &want.resolved.target_ips, want.resolved.port, &|ip| network.contains(ip)).await?;
+    Ok(())
+}
+
+/// A registered target: address (or other ID) and port.
+pub type Registered = BTreeSet<(String, i32)>;
+
+/// The targets registered and staying. A draining target is on its way out:
+/// one that is wanted again (a failback) must be registered again.
+pub async fn registered(elb: &elbv2::Client, arn: &str) -> Result<Registered> {
     let health = elb
         .describe_target_health()
         .target_group_arn(arn)
         .send()
         .await
         .map_err(Error::aws("reading the registered targets (DescribeTargetHealth)"))?;
-    let port = i32::from(want.spec.port);
-    // A draining target is on its way out; the wanted one must be registered again.
-    let registered: BTreeSet<(String, i32)> = health
+    Ok(health
         .target_health_descriptions
         .unwrap_or_default()
         .into_iter()
         .filter(|d| d.target_health.as_ref().and_then(|h| h.state.as_ref()) != Some(&TargetHealthStateEnum::Draining))
-        .filter_map(|d| d.target.and_then(|t| Some((t.id?, t.port.unwrap_or(port)))))
-        .collect();
-    let wanted: BTreeSet<(String, i32)> = want.spec.target_ips.iter().map(|ip| (ip.to_string(), port)).collect();
+        .filter_map(|d| d.target.and_then(|t| Some((t.id?, t.port?))))
+        .collect())
+}
 
-    let register: Vec<TargetDescription> = want
-        .spec
-        .target_ips
+/// What `set_targets` changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TargetChange {
+    pub registered: Vec<String>,
+    pub deregistered: Vec<String>,
+}
+
+/// Registers the wanted addresses, then deregisters every other target, so the
+/// writer is the only one and is never left without a target in between.
+/// `in_vpc` tells whether an address is inside the target group's VPC.
+pub async fn set_targets(
+    elb: &elbv2::Client,
+    arn: &str,
+    current: &Registered,
+    wanted: &BTreeSet<Ipv4Addr>,
+    port: u16,
+    in_vpc: &dyn Fn(Ipv4Addr) -> bool,
+) -> Result<TargetChange> {
+    let port = i32::from(port);
+    let wanted_pairs: Registered = wanted.iter().map(|ip| (ip.to_string(), port)).collect();
+    let register: Vec<TargetDescription> = wanted
         .iter()
-        .filter(|ip| !registered.contains(&(ip.to_string(), port)))
-        .map(|ip| target(*ip, port, want.network.contains(*ip)))
+        .filter(|ip| !current.contains(&(ip.to_string(), port)))
+        .map(|ip| target(*ip, port, in_vpc(*ip)))
         .collect();
-    let deregister: Vec<TargetDescription> = registered
-        .difference(&wanted)
-        .map(|(id, port)| TargetDescription::builder().id(id).port(*port).build())
-        .collect();
-
+    let stale: Vec<&(String, i32)> = current.difference(&wanted_pairs).collect();
+    let change = TargetChange {
+        registered: register.iter().filter_map(|t| t.id.clone()).collect(),
+        deregistered: stale.iter().map(|(id, _)| id.clone()).collect(),
+    };
     if !register.is_empty() {
         elb.register_targets()
             .target_group_arn(arn)
@@ -136,15 +210,16 @@ pub async fn ensure_targets(elb: &elbv2::Client, arn: &str, want: &Desired<'_>, 
             .await
             .map_err(Error::aws("registering the database writer (RegisterTargets)"))?;
     }
-    if !deregister.is_empty() {
+    if !stale.is_empty() {
+        let deregister = stale.iter().map(|(id, port)| TargetDescription::builder().id(id).port(*port).build());
         elb.deregister_targets()
             .target_group_arn(arn)
-            .set_targets(Some(deregister))
+            .set_targets(Some(deregister.collect()))
             .send()
             .await
             .map_err(Error::aws("deregistering old targets (DeregisterTargets)"))?;
     }
-    Ok(())
+    Ok(change)
 }
 
 fn target(ip: Ipv4Addr, port: i32, in_vpc: bool) -> TargetDescription {

@@ -13,7 +13,7 @@ use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
 use serde_json::Value;
-use tracing::{error, info, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 pub use aws_lambda_events::cloudformation::{CreateRequest, DeleteRequest, UpdateRequest};
 pub use delivery::{DeliveryError, ResponseSender};
@@ -50,20 +50,31 @@ pub async fn serve<R: CustomResource>(
     deadline: Deadline,
 ) -> Result<(), DeliveryError> {
     let envelope = Envelope::read(&payload);
+    // Every line of this request says whose it is.
+    let span = info_span!(
+        "request",
+        request_type = %envelope.request_type,
+        request_id = %envelope.request_id,
+        stack_id = %envelope.stack_id,
+        logical_resource_id = %envelope.logical_resource_id,
+    );
+    answer(resource, sender, payload, envelope, deadline).instrument(span).await
+}
+
+async fn answer<R: CustomResource>(
+    resource: &R,
+    sender: &ResponseSender,
+    payload: Value,
+    envelope: Envelope,
+    deadline: Deadline,
+) -> Result<(), DeliveryError> {
     let Some(url) = envelope.response_url.clone() else {
         error!(
-            request_id = %envelope.request_id,
-            stack_id = %envelope.stack_id,
-            logical_resource_id = %envelope.logical_resource_id,
             "the event has no usable ResponseURL, so CloudFormation cannot be answered; ending the invocation without a response"
         );
         return Ok(());
     };
     info!(
-        request_type = %envelope.request_type,
-        request_id = %envelope.request_id,
-        stack_id = %envelope.stack_id,
-        logical_resource_id = %envelope.logical_resource_id,
         physical_resource_id = envelope.physical_resource_id.as_deref().unwrap_or(""),
         response_url = %redact(&url),
         "custom resource request received"

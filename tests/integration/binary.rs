@@ -17,10 +17,9 @@ async fn the_binary_creates_updates_and_deletes_through_the_runtime_api_over_htt
     std::fs::write(ca.path(), &tls.ca_pem).unwrap();
     let cloudformation = Server::https(&tls).await;
     let runtime = RuntimeApi::start().await;
-    let process = Process::start(
-        &runtime,
-        &[("AWS_ENDPOINT_URL", h.moto.endpoint.as_str()), ("SSL_CERT_FILE", ca.path().to_str().unwrap())],
-    );
+    let mut env = h.binary_env(&h.moto.endpoint);
+    env.push(("SSL_CERT_FILE".into(), ca.path().to_str().unwrap().into()));
+    let process = Process::start(&runtime, env);
 
     let over_https = |mut event: Value| {
         let request_id = event["RequestId"].as_str().unwrap().to_string();

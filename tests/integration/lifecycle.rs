@@ -7,7 +7,6 @@ use serde_json::{Value, json};
 use crate::support::harness::{CONSUMER, ChainView, Harness, LOGICAL_ID, SECOND_CONSUMER, WRITER_IP, new_request_id};
 use crate::support::moto::Moto;
 use crate::support::proxy::{Fault, Proxy};
-use reverse_privatelink::Function;
 use reverse_privatelink::chain::{ANSWERED_TAG, GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG, generation};
 
 fn id(answer: &Value) -> String {
@@ -366,7 +365,7 @@ async fn the_deadline_guard_cleans_up_and_answers_while_the_load_balancer_is_sti
     let proxy = Proxy::start(&moto.endpoint).await;
     proxy.inject("DescribeLoadBalancers", Fault::KeepProvisioning, None);
     let config = moto.sdk_config_at(&proxy.endpoint).await;
-    let h = Harness::with_function(moto, Function::new(&config).unwrap()).await;
+    let h = Harness::with_config(moto, config).await;
     let props = h.properties();
 
     let deadline = Duration::from_secs(10);

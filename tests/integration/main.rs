@@ -4,6 +4,7 @@
 
 mod binary;
 mod connections;
+mod following;
 mod lifecycle;
 mod protocol;
 mod reliability;

@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use reverse_privatelink::Function;
 use serde_json::{Value, json};
 
 use crate::support::harness::{CONSUMER, Harness, SECOND_CONSUMER, invoke};
@@ -35,7 +34,7 @@ async fn behind_proxy(impatient: bool) -> (Harness, Proxy) {
     } else {
         moto.sdk_config_at(&proxy.endpoint).await
     };
-    (Harness::with_function(moto, Function::new(&config).unwrap()).await, proxy)
+    (Harness::with_config(moto, config).await, proxy)
 }
 
 /// Create, an Update touching every in-place property, then Delete.
@@ -137,7 +136,7 @@ const CRASH_POINTS: [&str; 7] = [
 async fn crash_after(step: &str) -> (Harness, RuntimeApi, Value) {
     let (h, proxy) = behind_proxy(false).await;
     let runtime = RuntimeApi::start().await;
-    let process = Process::start(&runtime, &[("AWS_ENDPOINT_URL", proxy.endpoint.as_str())]);
+    let process = Process::start(&runtime, h.binary_env(&proxy.endpoint));
     let event = h.create_event(&h.properties());
     if step == "the answer" {
         h.cloudformation.hold_next();
@@ -158,7 +157,7 @@ async fn crash_after(step: &str) -> (Harness, RuntimeApi, Value) {
 async fn a_create_killed_after_any_step_then_deleted_by_cloudformation_leaves_nothing() {
     for step in CRASH_POINTS {
         let (h, runtime, _) = crash_after(step).await;
-        let process = Process::start(&runtime, &[("AWS_ENDPOINT_URL", h.moto.endpoint.as_str())]);
+        let process = Process::start(&runtime, h.binary_env(&h.moto.endpoint));
         // The Create never answered, so CloudFormation's rollback Delete carries an ID it made up.
         let delete = h.delete_event("import-db-ReversePrivateLink-9Z8Y7X6W5V4U", &h.properties());
         let ended = runtime.invoke(serde_json::to_vec(&delete).unwrap(), Duration::from_secs(120)).await;
@@ -179,7 +178,7 @@ async fn a_create_killed_after_any_step_then_delivered_again_builds_one_chain() 
     let points: Vec<&str> = CRASH_POINTS.iter().copied().chain(["the answer"]).collect();
     for step in &points {
         let (h, runtime, event) = crash_after(step).await;
-        let process = Process::start(&runtime, &[("AWS_ENDPOINT_URL", h.moto.endpoint.as_str())]);
+        let process = Process::start(&runtime, h.binary_env(&h.moto.endpoint));
         let ended = runtime.invoke(serde_json::to_vec(&event).unwrap(), Duration::from_secs(120)).await;
         assert_eq!(ended, Ended::Response("null".into()));
         let answers = h.cloudformation.recorded();
@@ -207,7 +206,7 @@ async fn the_binary_answers_before_its_deadline_while_the_load_balancer_provisio
     let (h, proxy) = behind_proxy(false).await;
     proxy.inject("DescribeLoadBalancers", Fault::KeepProvisioning, None);
     let runtime = RuntimeApi::start().await;
-    let process = Process::start(&runtime, &[("AWS_ENDPOINT_URL", proxy.endpoint.as_str())]);
+    let process = Process::start(&runtime, h.binary_env(&proxy.endpoint));
     let event = h.create_event(&h.properties());
     let deadline = Duration::from_secs(12);
     let started = Instant::now();
@@ -237,7 +236,7 @@ async fn the_binary_answers_before_its_deadline_while_the_load_balancer_provisio
 async fn a_response_url_failing_twice_still_gets_exactly_one_answer() {
     let h = Harness::new().await;
     let runtime = RuntimeApi::start().await;
-    let process = Process::start(&runtime, &[("AWS_ENDPOINT_URL", h.moto.endpoint.as_str())]);
+    let process = Process::start(&runtime, h.binary_env(&h.moto.endpoint));
     let props = h.properties();
     let mut created_id = String::new();
     for (how, fail) in [("HTTP 500", true), ("dropped connection", false)] {
@@ -395,7 +394,7 @@ async fn bad_input_gets_one_failed_answer_naming_the_field_and_creates_nothing()
         invoke(&h.function, event, Duration::from_secs(60)).await.expect("no retry for an unanswerable event");
     }
     let runtime = RuntimeApi::start().await;
-    let process = Process::start(&runtime, &[("AWS_ENDPOINT_URL", h.moto.endpoint.as_str())]);
+    let process = Process::start(&runtime, h.binary_env(&h.moto.endpoint));
     let ended = runtime.invoke(b"{not json".to_vec(), Duration::from_secs(30)).await;
     assert_eq!(ended, Ended::Response("null".into()), "a non-JSON event must not make Lambda retry");
     let logs = process.stop().await;

@@ -4,7 +4,6 @@ use serde_json::{Value, json};
 
 use crate::support::harness::Harness;
 use crate::support::moto::Moto;
-use reverse_privatelink::Function;
 
 fn with(props: &Value, key: &str, value: Value) -> Value {
     let mut props = props.clone();
@@ -72,7 +71,7 @@ async fn property_errors_are_found_before_any_aws_call() {
     let moto = Moto::start().await;
     // Every AWS call of this function would fail: nothing listens there.
     let unreachable = moto.sdk_config_at("http://127.0.0.1:9").await;
-    let h = Harness::with_function(moto, Function::new(&unreachable).unwrap()).await;
+    let h = Harness::with_config(moto, unreachable).await;
     let props = with(&h.properties(), "AllowedPrincipals", json!(["*"]));
     let answer = h.send(&h.create_event(&props)).await;
     assert_eq!(answer["Status"], "FAILED");

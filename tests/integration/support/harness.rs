@@ -5,14 +5,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use aws_config::SdkConfig;
 use aws_sdk_ec2::types::Tag as Ec2Tag;
 use aws_sdk_elasticloadbalancingv2::types::{LoadBalancerTypeEnum, Tag as ElbTag};
 use lambda_runtime::{Context, LambdaEvent};
 use reverse_privatelink::Function;
 use reverse_privatelink::chain::{GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG, generation};
+use reverse_privatelink::database::{DNS_SERVER_ENV, Dns};
 use reverse_privatelink::incoming::Incoming;
 use serde_json::{Value, json};
 
+use super::dns::DnsResponder;
 use super::http::Server;
 use super::moto::Moto;
 
@@ -90,12 +93,14 @@ pub async fn seed(ec2: &aws_sdk_ec2::Client) -> Seed {
 
 static REQUESTS: AtomicUsize = AtomicUsize::new(0);
 
-/// One test's world: moto, the seed, the function and CloudFormation's listener.
+/// One test's world: moto, the seed, a DNS responder, the function and CloudFormation's listener.
 pub struct Harness {
     pub moto: Moto,
     pub ec2: aws_sdk_ec2::Client,
     pub elb: aws_sdk_elasticloadbalancingv2::Client,
+    pub rds: aws_sdk_rds::Client,
     pub seed: Seed,
+    pub dns: DnsResponder,
     pub cloudformation: Server,
     pub function: Function,
     pub stack_id: String,
@@ -105,26 +110,40 @@ impl Harness {
     pub async fn new() -> Harness {
         let moto = Moto::start().await;
         let config = moto.sdk_config().await;
-        Self::with_function(moto, Function::new(&config).unwrap()).await
+        Self::with_config(moto, config).await
     }
 
-    pub async fn with_function(moto: Moto, function: Function) -> Harness {
+    /// The function reaching AWS with `config` (through a proxy, say); the test's own clients reach moto directly.
+    pub async fn with_config(moto: Moto, config: SdkConfig) -> Harness {
+        let dns = DnsResponder::start().await;
+        let function = Function::new(&config, Dns::server(dns.addr)).unwrap();
         let seed_config = moto.sdk_config().await;
         let ec2 = aws_sdk_ec2::Client::new(&seed_config);
         let elb = aws_sdk_elasticloadbalancingv2::Client::new(&seed_config);
+        let rds = aws_sdk_rds::Client::new(&seed_config);
         let seed = seed(&ec2).await;
         let n = REQUESTS.fetch_add(1, Ordering::SeqCst);
         Harness {
             moto,
             ec2,
             elb,
+            rds,
             seed,
+            dns,
             cloudformation: Server::http().await,
             function,
             stack_id: format!(
                 "arn:aws:cloudformation:us-east-1:123456789012:stack/import-db/00000000-0000-0000-0000-{n:012}"
             ),
         }
+    }
+
+    /// What the built binary needs besides the Runtime API: where AWS and DNS are.
+    pub fn binary_env(&self, aws_endpoint: &str) -> Vec<(String, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL".to_string(), aws_endpoint.to_string()),
+            (DNS_SERVER_ENV.to_string(), self.dns.addr.to_string()),
+        ]
     }
 
     /// The seed's properties: three subnets, a security group, the writer, one consumer, a tag.
@@ -420,5 +439,180 @@ pub async fn chain_view(
         listener_forwards_to: actions.iter().filter_map(|a| a.target_group_arn.clone()).collect(),
         listener_tags: elb_tags(elb, listener.listener_arn.as_deref().unwrap()).await,
         listener_arn: listener.listener_arn.unwrap(),
+    }
+}
+
+/// An Aurora cluster of two instances and a Multi-AZ instance over the seed's
+/// subnets, with DNS answering their endpoint names as AWS's public DNS would.
+#[derive(Debug, Clone)]
+pub struct DbSeed {
+    pub cluster: String,
+    pub cluster_endpoint: String,
+    /// The first writer, in us-east-1a, and the reader, in us-east-1b.
+    pub writer: DbInstance,
+    pub reader: DbInstance,
+    /// A Multi-AZ MySQL instance outside any cluster.
+    pub solo: DbInstance,
+}
+
+#[derive(Debug, Clone)]
+pub struct DbInstance {
+    pub id: String,
+    pub endpoint: String,
+    pub address: std::net::Ipv4Addr,
+}
+
+/// Not MySQL's default, so a test can tell a port taken from the database from the default.
+pub const DB_PORT: u16 = 3307;
+
+impl Harness {
+    pub async fn seed_database(&self) -> DbSeed {
+        let security_group = self
+            .ec2
+            .create_security_group()
+            .group_name("database")
+            .description("the database")
+            .vpc_id(&self.seed.vpc_id)
+            .send()
+            .await
+            .unwrap()
+            .group_id
+            .unwrap();
+        self.rds
+            .create_db_subnet_group()
+            .db_subnet_group_name("database-subnets")
+            .db_subnet_group_description("the database's subnets")
+            .set_subnet_ids(Some(self.seed.subnets.clone()))
+            .send()
+            .await
+            .unwrap();
+        let cluster = self
+            .rds
+            .create_db_cluster()
+            .db_cluster_identifier("orders")
+            .engine("aurora-mysql")
+            .master_username("admin")
+            .master_user_password("correct-horse-battery")
+            .db_subnet_group_name("database-subnets")
+            .vpc_security_group_ids(&security_group)
+            .port(i32::from(DB_PORT))
+            .send()
+            .await
+            .unwrap()
+            .db_cluster
+            .unwrap();
+        let mut members = Vec::new();
+        for (id, zone, address) in [("orders-1", "us-east-1a", "10.0.1.50"), ("orders-2", "us-east-1b", "10.0.2.50")] {
+            let instance = self
+                .rds
+                .create_db_instance()
+                .db_instance_identifier(id)
+                .db_cluster_identifier("orders")
+                .engine("aurora-mysql")
+                .db_instance_class("db.r6g.large")
+                .availability_zone(zone)
+                .send()
+                .await
+                .unwrap()
+                .db_instance
+                .unwrap();
+            members.push(self.known(id, instance.endpoint.unwrap().address.unwrap(), address));
+        }
+        let solo = self
+            .rds
+            .create_db_instance()
+            .db_instance_identifier("solo")
+            .engine("mysql")
+            .db_instance_class("db.t3.micro")
+            .allocated_storage(20)
+            .multi_az(true)
+            .master_username("admin")
+            .master_user_password("correct-horse-battery")
+            .db_subnet_group_name("database-subnets")
+            .vpc_security_group_ids(&security_group)
+            .port(i32::from(DB_PORT))
+            .availability_zone("us-east-1c")
+            .send()
+            .await
+            .unwrap()
+            .db_instance
+            .unwrap();
+        let solo = self.known("solo", solo.endpoint.unwrap().address.unwrap(), "10.0.3.60");
+        let cluster_endpoint = cluster.endpoint.unwrap();
+        self.dns.set(&cluster_endpoint, &[members[0].address]);
+        let reader = members.pop().unwrap();
+        let writer = members.pop().unwrap();
+        DbSeed { cluster: "orders".into(), cluster_endpoint, writer, reader, solo }
+    }
+
+    fn known(&self, id: &str, endpoint: String, address: &str) -> DbInstance {
+        let address = address.parse().unwrap();
+        self.dns.set(&endpoint, &[address]);
+        DbInstance { id: id.to_string(), endpoint, address }
+    }
+
+    /// Properties that follow `database` and name nothing else but the consumer.
+    pub fn following(&self, database: &str) -> Value {
+        json!({
+            "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:reverse-privatelink",
+            "ServiceTimeout": "900",
+            "Database": database,
+            "AllowedPrincipals": [CONSUMER],
+        })
+    }
+
+    /// An EventBridge scheduled event, as the schedule rule delivers it.
+    pub fn scheduled_event(&self) -> Value {
+        json!({
+            "version": "0",
+            "id": new_request_id(),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": "123456789012",
+            "time": "2026-11-25T06:00:00Z",
+            "region": "us-east-1",
+            "resources": ["arn:aws:events:us-east-1:123456789012:rule/import-db-follow-writer"],
+            "detail": {}
+        })
+    }
+
+    /// An RDS event through EventBridge, e.g. RDS-EVENT-0071 (cluster failover completed).
+    pub fn rds_event(&self, source_type: &str, source: &str, event_id: &str) -> Value {
+        let (detail_type, arn_kind) = match source_type {
+            "CLUSTER" => ("RDS DB Cluster Event", "cluster"),
+            _ => ("RDS DB Instance Event", "db"),
+        };
+        json!({
+            "version": "0",
+            "id": new_request_id(),
+            "detail-type": detail_type,
+            "source": "aws.rds",
+            "account": "123456789012",
+            "time": "2026-11-25T06:00:00Z",
+            "region": "us-east-1",
+            "resources": [format!("arn:aws:rds:us-east-1:123456789012:{arn_kind}:{source}")],
+            "detail": {
+                "EventCategories": ["failover"],
+                "SourceType": source_type,
+                "SourceArn": format!("arn:aws:rds:us-east-1:123456789012:{arn_kind}:{source}"),
+                "Date": "2026-11-25T06:00:00.000Z",
+                "Message": "Completed failover to DB instance: orders-2",
+                "SourceIdentifier": source,
+                "EventID": event_id
+            }
+        })
+    }
+
+    /// Delivers an EventBridge event to the function, which never fails it.
+    pub async fn deliver(&self, event: &Value) {
+        invoke(&self.function, event.clone(), Duration::from_secs(300))
+            .await
+            .expect("a sync never fails the invocation");
+    }
+
+    /// The addresses registered in a target group, draining ones included.
+    pub async fn targets(&self, target_group_arn: &str) -> BTreeSet<String> {
+        let health = self.elb.describe_target_health().target_group_arn(target_group_arn).send().await.unwrap();
+        health.target_health_descriptions.unwrap_or_default().into_iter().filter_map(|d| d.target?.id).collect()
     }
 }

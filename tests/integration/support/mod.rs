@@ -1,3 +1,4 @@
+pub mod dns;
 pub mod harness;
 pub mod http;
 pub mod moto;

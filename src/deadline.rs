@@ -39,6 +39,13 @@ impl Deadline {
         Deadline { work_until, cleanup_until, answer_by, finish_by }
     }
 
+    /// Until when a wait inside the work may last, so that it ends with its own
+    /// reason (say, why the target is unhealthy) before the work's deadline cuts it off.
+    pub fn waits_until(&self) -> Instant {
+        let left = self.work_until.saturating_duration_since(Instant::now());
+        self.work_until - (left / 20).min(Duration::from_secs(10))
+    }
+
     /// From the runtime's deadline in milliseconds since the Unix epoch (0: unknown).
     pub fn from_epoch_millis(deadline_ms: u64) -> Self {
         if deadline_ms == 0 {

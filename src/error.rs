@@ -21,6 +21,10 @@ pub enum Error {
     #[error("{step}: {message}")]
     Unexpected { step: &'static str, message: String },
 
+    /// The load balancer's health checks do not reach the database; says why and what to allow.
+    #[error("{0}")]
+    Unhealthy(String),
+
     /// The Lambda deadline came before the work finished.
     #[error("timed out {0} (the Lambda function's deadline was near)")]
     Timeout(String),

@@ -35,6 +35,7 @@ pub async fn resolve(aws: &Aws, databases: &Databases, spec: &Spec, progress: &P
                 port: spec.port.unwrap_or(DEFAULT_PORT),
                 target_ips: ips.clone(),
                 follows: None,
+                database_security_groups: BTreeSet::new(),
             };
             return Ok(Resolution { resolved, writer: None });
         }
@@ -92,6 +93,7 @@ pub async fn resolve(aws: &Aws, databases: &Databases, spec: &Spec, progress: &P
         port,
         target_ips: BTreeSet::from([writer.address]),
         follows: Some(database.as_given().to_string()),
+        database_security_groups: described.security_groups.iter().cloned().collect(),
     };
     Ok(Resolution { resolved, writer: Some(writer) })
 }

@@ -79,7 +79,9 @@ impl ReversePrivateLink {
                 generation: generation.clone(),
                 dropped_tag_keys: BTreeSet::new(),
             };
-            let built = Box::pin(chain.converge(&want, inventory.generation(&generation), &progress)).await?;
+            let built =
+                Box::pin(chain.converge(&want, inventory.generation(&generation), &progress, deadline.waits_until()))
+                    .await?;
             Ok((built, resolution))
         })
         .await;
@@ -120,7 +122,13 @@ impl ReversePrivateLink {
                     "no chain of this resource holds that endpoint service; building a new one"
                 ),
             }
-            let built = Box::pin(chain.converge(&want, inventory.generation(&want.generation), &progress)).await?;
+            let built = Box::pin(chain.converge(
+                &want,
+                inventory.generation(&want.generation),
+                &progress,
+                deadline.waits_until(),
+            ))
+            .await?;
             Ok((built, resolution))
         })
         .await;
@@ -204,6 +212,13 @@ fn success(spec: &Spec, built: Built, resolution: Resolution) -> Success {
         ("TargetIps".to_string(), join(built.target_ips.iter().map(ToString::to_string).collect())),
         ("Database".to_string(), database),
         ("WriterInstance".to_string(), writer_instance),
+        ("TargetHealth".to_string(), chain::describe_health(&built.target_health)),
+        ("SecurityGroupIds".to_string(), join(built.security_groups)),
+        (
+            "EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic".to_string(),
+            if built.enforce_inbound_on_private_link { "on" } else { "off" }.to_string(),
+        ),
+        ("SupportedRegions".to_string(), join(built.supported_regions)),
     ]);
     Success { physical_resource_id: built.service_id, data }
 }

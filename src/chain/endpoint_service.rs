@@ -16,6 +16,8 @@ pub struct EndpointService {
     pub name: String,
     pub acceptance_required: bool,
     pub load_balancer_arns: Vec<String>,
+    /// Regions besides the service's own where consumers may connect.
+    pub supported_regions: BTreeSet<String>,
     pub generation: String,
     pub tags: BTreeMap<String, String>,
 }
@@ -23,7 +25,17 @@ pub struct EndpointService {
 impl EndpointService {
     fn from_sdk(service: ServiceConfiguration) -> Self {
         let tags = tags::ec2_map(service.tags.as_deref());
+        // AWS lists the service's own region among them; the chain manages only the others.
+        let own_region = service.service_name.as_deref().and_then(|name| name.split('.').nth(3)).unwrap_or_default();
+        let supported_regions = service
+            .supported_regions
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| r.region)
+            .filter(|region| region != own_region)
+            .collect();
         EndpointService {
+            supported_regions,
             id: service.service_id.unwrap_or_default(),
             name: service.service_name.unwrap_or_default(),
             acceptance_required: service.acceptance_required.unwrap_or_default(),
@@ -82,6 +94,9 @@ pub async fn ensure(
             .create_vpc_endpoint_service_configuration()
             .network_load_balancer_arns(lb_arn)
             .acceptance_required(acceptance_required)
+            .set_supported_regions(
+                Some(want.spec.supported_regions.iter().cloned().collect()).filter(|r: &Vec<_>| !r.is_empty()),
+            )
             .tag_specifications(
                 TagSpecification::builder()
                     .resource_type(ResourceType::VpcEndpointService)
@@ -100,18 +115,29 @@ pub async fn ensure(
     let mut service = service.clone();
     let stale: Vec<String> = service.load_balancer_arns.iter().filter(|arn| *arn != lb_arn).cloned().collect();
     let missing = !service.load_balancer_arns.iter().any(|arn| arn == lb_arn);
-    if service.acceptance_required != acceptance_required || missing || !stale.is_empty() {
+    let regions = &want.spec.supported_regions;
+    let add_regions: Vec<String> = regions.difference(&service.supported_regions).cloned().collect();
+    let remove_regions: Vec<String> = service.supported_regions.difference(regions).cloned().collect();
+    let changes = service.acceptance_required != acceptance_required
+        || missing
+        || !stale.is_empty()
+        || !add_regions.is_empty()
+        || !remove_regions.is_empty();
+    if changes {
         let _step = progress.step("changing the endpoint service");
         ec2.modify_vpc_endpoint_service_configuration()
             .service_id(&service.id)
             .acceptance_required(acceptance_required)
             .set_add_network_load_balancer_arns(missing.then(|| vec![lb_arn.to_string()]))
             .set_remove_network_load_balancer_arns(Some(stale).filter(|s| !s.is_empty()))
+            .set_add_supported_regions(Some(add_regions).filter(|r| !r.is_empty()))
+            .set_remove_supported_regions(Some(remove_regions).filter(|r| !r.is_empty()))
             .send()
             .await
             .map_err(Error::aws("changing the endpoint service (ModifyVpcEndpointServiceConfiguration)"))?;
         service.acceptance_required = acceptance_required;
         service.load_balancer_arns = vec![lb_arn.to_string()];
+        service.supported_regions = regions.clone();
     }
     sync_tags(ec2, &service, tags, progress).await?;
     Ok(service)

@@ -5,9 +5,13 @@
 //! all take the same path.
 
 mod endpoint_service;
+mod health;
+mod ingress;
 mod listener;
 mod load_balancer;
 pub mod network;
+mod rules;
+mod security_group;
 mod tags;
 pub mod target_group;
 
@@ -15,6 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tracing::info;
 
 pub use crate::aws::Aws;
@@ -23,8 +28,11 @@ use crate::error::Result;
 use crate::spec::Spec;
 
 pub use endpoint_service::EndpointService;
+pub use health::{TargetHealth, describe as describe_health};
+pub use ingress::IngressRule;
 pub use load_balancer::LoadBalancer;
 pub use network::{Network, Zone};
+pub use security_group::SecurityGroup;
 pub use tags::{ANSWERED_TAG, DATABASE_TAG, GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG};
 pub use target_group::TargetGroup;
 
@@ -60,6 +68,8 @@ pub struct Resolved {
     pub target_ips: BTreeSet<Ipv4Addr>,
     /// The database the target group follows, as the user named it.
     pub follows: Option<String>,
+    /// The database's VPC security groups, when RDS names them.
+    pub database_security_groups: BTreeSet<String>,
 }
 
 /// Everything one chain needs, checked against the account.
@@ -91,6 +101,12 @@ pub struct Built {
     /// Sorted by zone name.
     pub zones: Vec<Zone>,
     pub target_ips: Vec<Ipv4Addr>,
+    /// The load balancer's security groups (its own, or those given).
+    pub security_groups: Vec<String>,
+    /// Whether PrivateLink traffic is checked against the load balancer's inbound rules.
+    pub enforce_inbound_on_private_link: bool,
+    pub supported_regions: Vec<String>,
+    pub target_health: Vec<TargetHealth>,
 }
 
 /// The resources of one generation. There is normally at most one of each;
@@ -102,6 +118,10 @@ pub struct Group {
     pub services: Vec<EndpointService>,
     pub load_balancers: Vec<LoadBalancer>,
     pub target_groups: Vec<TargetGroup>,
+    /// The load balancer's own security group.
+    pub security_groups: Vec<SecurityGroup>,
+    /// The rules that let the load balancer into the database.
+    pub ingress_rules: Vec<IngressRule>,
 }
 
 impl Group {
@@ -161,12 +181,20 @@ impl<'a> Chain<'a> {
 
     /// Finds every resource carrying this owner's tags.
     pub async fn inventory(&self) -> Result<Inventory> {
-        let (services, load_balancers, target_groups) = tokio::try_join!(
+        let (services, load_balancers, target_groups, security_groups, ingress_rules) = tokio::try_join!(
             endpoint_service::list_owned(&self.aws.ec2, &self.owner),
             load_balancer::list_owned(&self.aws.elb, &self.owner),
             target_group::list_owned(&self.aws.elb, &self.owner),
+            security_group::list_owned(&self.aws.ec2, &self.owner),
+            ingress::list_owned(&self.aws.ec2, &self.owner),
         )?;
         let mut inventory = Inventory::default();
+        for group in security_groups {
+            inventory.group_mut(&group.generation).security_groups.push(group);
+        }
+        for rule in ingress_rules {
+            inventory.group_mut(&rule.generation).ingress_rules.push(rule);
+        }
         for service in services {
             inventory.group_mut(&service.generation).services.push(service);
         }
@@ -192,20 +220,40 @@ impl<'a> Chain<'a> {
     }
 
     /// Creates what is missing from `existing` and changes what differs from `want`.
-    pub async fn converge(&self, want: &Desired<'_>, existing: Option<&Group>, progress: &Progress) -> Result<Built> {
+    /// With `WaitForHealthyTarget`, waits until `health_until` for the writer to pass
+    /// the load balancer's health checks.
+    pub async fn converge(
+        &self,
+        want: &Desired<'_>,
+        existing: Option<&Group>,
+        progress: &Progress,
+        health_until: Instant,
+    ) -> Result<Built> {
         let (elb, ec2) = (&self.aws.elb, &self.aws.ec2);
         let tags = tags::Tags::new(&self.owner, &want.generation, &want.spec.tags, &want.dropped_tag_keys);
         let target_group_tags = tags.for_target_group(want.resolved.follows.as_deref());
         let existing_lb = existing.and_then(|group| group.load_balancers.first());
         let existing_tg = existing.and_then(|group| group.target_groups.first());
+        let existing_sg = existing.and_then(|group| group.security_groups.first());
 
+        // The given groups, else the chain's own; a load balancer created without any
+        // (before this release) keeps none, as AWS cannot add them later.
+        let own_group =
+            want.spec.security_group_ids.is_empty() && existing_lb.is_none_or(|lb| !lb.security_groups.is_empty());
+        let groups = async {
+            match own_group {
+                true => {
+                    security_group::ensure(ec2, existing_sg, want, &tags, progress).await.map(|id| BTreeSet::from([id]))
+                }
+                false => Ok(want.spec.security_group_ids.clone()),
+            }
+        };
         // join, not try_join: one failing create must not cancel the other
         // mid-call, or the clean-up could miss what that call still made.
-        let (lb_arn, tg_arn) = tokio::join!(
-            load_balancer::ensure(elb, existing_lb, want, &tags, progress),
-            target_group::ensure(elb, existing_tg, want, &target_group_tags, progress),
-        );
-        let (lb_arn, tg_arn) = (lb_arn?, tg_arn?);
+        let (groups, tg_arn) =
+            tokio::join!(groups, target_group::ensure(elb, existing_tg, want, &target_group_tags, progress));
+        let (groups, tg_arn) = (groups?, tg_arn?);
+        let lb_arn = load_balancer::ensure(elb, existing_lb, want, &groups, &tags, progress).await?;
         // The load balancer's own calls wait until it is active: right after creation
         // AWS may not find it yet. A listener cancelled mid-create goes with its load
         // balancer, so failing fast is safe here.
@@ -217,11 +265,32 @@ impl<'a> Chain<'a> {
             )?;
             Ok((lb, listener_arn))
         };
-        let ((lb, listener_arn), ()) =
-            tokio::try_join!(on_active_load_balancer, target_group::ensure_targets(elb, &tg_arn, want, progress))?;
+        let databases = match want.spec.allow_database_ingress {
+            true => want.resolved.database_security_groups.clone(),
+            false => BTreeSet::new(),
+        };
+        let owned_rules = existing.map(|group| group.ingress_rules.as_slice()).unwrap_or_default();
+        let ((lb, listener_arn), (), ()) = tokio::try_join!(
+            on_active_load_balancer,
+            target_group::ensure_targets(elb, &tg_arn, want, progress),
+            ingress::ensure(ec2, &databases, &groups, want.resolved.port, owned_rules, &tags, progress),
+        )?;
         let existing_service = existing.and_then(|group| group.services.first());
         let service = endpoint_service::ensure(ec2, existing_service, &lb.arn, want, &tags, progress).await?;
-        endpoint_service::ensure_principals(ec2, &service.id, &want.spec.allowed_principals, progress).await?;
+        let ((), health) = tokio::try_join!(
+            endpoint_service::ensure_principals(ec2, &service.id, &want.spec.allowed_principals, progress),
+            health::read(elb, &tg_arn),
+        )?;
+        if !own_group {
+            // Switched to given groups: the chain's own is no longer attached.
+            for group in existing.map(|g| g.security_groups.as_slice()).unwrap_or_default() {
+                security_group::delete(ec2, &group.id, progress).await?;
+            }
+        }
+        let health = match want.spec.wait_for_healthy_target {
+            true => health::wait_healthy(elb, &tg_arn, want, &groups, health_until, progress).await?,
+            false => health,
+        };
         info!(service_id = %service.id, generation = %want.generation, "chain complete");
         Ok(Built {
             service_id: service.id,
@@ -232,6 +301,10 @@ impl<'a> Chain<'a> {
             listener_arn,
             zones: want.resolved.network.zones(),
             target_ips: want.resolved.target_ips.iter().copied().collect(),
+            enforce_inbound_on_private_link: !groups.is_empty() && want.spec.enforce_inbound_on_private_link,
+            security_groups: groups.into_iter().collect(),
+            supported_regions: service.supported_regions.into_iter().collect(),
+            target_health: health,
         })
     }
 
@@ -244,19 +317,29 @@ impl<'a> Chain<'a> {
         endpoint_service::tag(&self.aws.ec2, service_id, &answered).await
     }
 
-    /// Deletes a whole generation, in the order AWS requires: endpoint service,
-    /// listeners, load balancer, target group. What is already gone is skipped.
+    /// Deletes a whole generation, in the order AWS requires: the database rules
+    /// and the endpoint service, listeners, load balancer, its security group (AWS
+    /// refuses while the load balancer uses it), target group (kept for last: it
+    /// carries the answered mark a Delete delivered again looks for). What is
+    /// already gone is skipped.
     pub async fn teardown(&self, group: &Group, progress: &Progress) -> Result<()> {
         let (elb, ec2) = (&self.aws.elb, &self.aws.ec2);
         info!(generation = %group.generation, "removing chain");
-        for service in &group.services {
-            endpoint_service::delete(ec2, &service.id, progress).await?;
-        }
+        let services = async {
+            for service in &group.services {
+                endpoint_service::delete(ec2, &service.id, progress).await?;
+            }
+            Ok(())
+        };
+        tokio::try_join!(ingress::remove(ec2, &group.ingress_rules, progress), services)?;
         futures::future::try_join_all(group.load_balancers.iter().map(|lb| async move {
             listener::delete_all(elb, &lb.arn, progress).await?;
             load_balancer::delete(elb, &lb.arn, MAX_STATE_WAIT, progress).await
         }))
         .await?;
+        for security_group in &group.security_groups {
+            security_group::delete(ec2, &security_group.id, progress).await?;
+        }
         for tg in &group.target_groups {
             target_group::delete(elb, &tg.arn, progress).await?;
         }

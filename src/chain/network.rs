@@ -29,6 +29,11 @@ pub struct Network {
 pub struct VpcBlocks(pub Vec<(Ipv4Addr, u8)>);
 
 impl VpcBlocks {
+    /// "10.0.0.0/16", …
+    pub fn cidrs(&self) -> Vec<String> {
+        self.0.iter().map(|(net, len)| format!("{net}/{len}")).collect()
+    }
+
     /// Whether `ip` is inside the VPC; targets outside it (peered VPCs, on-premises)
     /// must be registered for all zones.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {

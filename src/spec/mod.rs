@@ -6,8 +6,10 @@ mod name;
 mod network;
 mod principals;
 mod read;
+mod regions;
 mod tags;
 mod target;
+mod traffic;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,6 +19,7 @@ use crate::error::{Error, Result};
 use read::{boolean, edit_distance, kind, noted};
 
 pub use name::{GENERATION_LEN, MAX_NAME_LEN, stack_name};
+pub use regions::own_region;
 pub use tags::{RESERVED_TAG_PREFIX, is_tag_char, tag_keys};
 pub use target::{Database, PRIVATE_RANGES, Target, is_private};
 
@@ -37,6 +40,12 @@ pub struct Spec {
     pub acceptance_required: bool,
     pub cross_zone: bool,
     pub tags: BTreeMap<String, String>,
+    /// `EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic` is "on".
+    pub enforce_inbound_on_private_link: bool,
+    pub allow_database_ingress: bool,
+    pub wait_for_healthy_target: bool,
+    /// Regions besides the stack's where consumers may create endpoints.
+    pub supported_regions: BTreeSet<String>,
 }
 
 /// The port when neither the properties nor a database say otherwise (MySQL's).
@@ -54,6 +63,10 @@ const PROPERTIES: &[&str] = &[
     "CrossZoneLoadBalancing",
     "Name",
     "Tags",
+    "EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic",
+    "AllowDatabaseIngress",
+    "WaitForHealthyTarget",
+    "SupportedRegions",
 ];
 /// CloudFormation's own, sent inside `ResourceProperties`.
 const CLOUDFORMATION_PROPERTIES: &[&str] = &["ServiceToken", "ServiceTimeout"];
@@ -72,8 +85,10 @@ impl Spec {
             }
         }
         // A field that fails reads as its default; the errors decide the outcome.
+        let target = noted(&mut errors, target::target(props));
         let spec = Spec {
-            target: noted(&mut errors, target::target(props)),
+            allow_database_ingress: noted(&mut errors, traffic::allow_database_ingress(props, &target)),
+            target,
             vpc_id: noted(&mut errors, network::vpc_id(props)),
             subnet_ids: noted(&mut errors, network::id_set(props, "SubnetIds", "subnet-")),
             security_group_ids: noted(&mut errors, network::security_groups(props)),
@@ -83,6 +98,9 @@ impl Spec {
             cross_zone: noted(&mut errors, boolean(props, "CrossZoneLoadBalancing", true)),
             name: noted(&mut errors, name::name(props, stack_id)),
             tags: noted(&mut errors, tags::tags(props)),
+            enforce_inbound_on_private_link: noted(&mut errors, traffic::enforce_inbound_on_private_link(props)),
+            wait_for_healthy_target: noted(&mut errors, traffic::wait_for_healthy_target(props)),
+            supported_regions: noted(&mut errors, regions::supported_regions(props, stack_id)),
         };
         let derivable = matches!(spec.target, Target::Database(Database::Identifier(_)));
         let subnets_read = !errors.iter().any(|e| matches!(e, Error::Property { property: "SubnetIds", .. }));
@@ -157,6 +175,8 @@ mod tests {
         assert!(spec.security_group_ids.is_empty());
         assert!(spec.tags.is_empty());
         assert_eq!(spec.database(), None);
+        assert!(!spec.enforce_inbound_on_private_link && !spec.allow_database_ingress && !spec.wait_for_healthy_target);
+        assert!(spec.supported_regions.is_empty());
     }
 
     #[test]
@@ -181,6 +201,7 @@ mod tests {
         let spec = Spec::from_properties(&props, STACK).unwrap();
         assert_eq!(spec.database(), Some(&Database::Identifier("orders".into())));
         assert!(spec.subnet_ids.is_empty() && spec.port.is_none());
+        assert!(spec.allow_database_ingress, "on by default for an RDS database");
         let by_name =
             json!({"Database": "db.example.internal", "AllowedPrincipals": ["arn:aws:iam::123456789012:root"]});
         assert!(error(by_name).starts_with("SubnetIds: required"));
@@ -211,6 +232,13 @@ mod tests {
             (with("Name", json!("-lead")), "Name:"),
             (with("Name", json!("internal-db")), "Name:"),
             (with("Tags", json!([{"Key": "aws:x", "Value": "1"}])), "Tags:"),
+            (
+                with("EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic", json!("yes")),
+                "EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic:",
+            ),
+            (with("AllowDatabaseIngress", json!("true")), "AllowDatabaseIngress: true needs"),
+            (with("WaitForHealthyTarget", json!("soon")), "WaitForHealthyTarget:"),
+            (with("SupportedRegions", json!(["us-east-1"])), "SupportedRegions: us-east-1 is the stack's own region"),
             (with("SubnetID", json!(["subnet-01234567"])), "unknown property \"SubnetID\" (did you mean SubnetIds?)"),
         ];
         for (props, expected) in cases {

@@ -45,6 +45,7 @@ fn group() -> Group {
             name: format!("com.amazonaws.vpce.us-east-1.{SERVICE}"),
             acceptance_required: false,
             load_balancer_arns: vec![],
+            supported_regions: Default::default(),
             generation: "0123abcd".into(),
             tags: BTreeMap::new(),
         }],

@@ -9,4 +9,5 @@ mod lifecycle;
 mod protocol;
 mod reliability;
 mod support;
+mod traffic;
 mod validation;

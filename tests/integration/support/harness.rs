@@ -284,6 +284,9 @@ pub struct Inventory {
     pub target_groups: BTreeSet<String>,
     pub listeners: BTreeSet<String>,
     pub services: BTreeSet<String>,
+    /// Security groups and security group rules carrying the function's ownership tag.
+    pub security_groups: BTreeSet<String>,
+    pub security_group_rules: BTreeSet<String>,
 }
 
 impl Inventory {
@@ -313,11 +316,21 @@ pub async fn inventory(ec2: &aws_sdk_ec2::Client, elb: &aws_sdk_elasticloadbalan
         .unwrap()
         .service_configurations
         .unwrap_or_default();
+    let owned = aws_sdk_ec2::types::Filter::builder().name("tag-key").values(STACK_ID_TAG).build();
+    let groups = ec2.describe_security_groups().filters(owned.clone()).send().await.unwrap();
+    let rules = ec2.describe_security_group_rules().filters(owned).send().await.unwrap();
     Inventory {
         load_balancers: lbs.into_iter().filter_map(|lb| lb.load_balancer_arn).collect(),
         target_groups: tgs.into_iter().filter_map(|tg| tg.target_group_arn).collect(),
         listeners,
         services: services.into_iter().filter_map(|s| s.service_id).collect(),
+        security_groups: groups.security_groups.unwrap_or_default().into_iter().filter_map(|g| g.group_id).collect(),
+        security_group_rules: rules
+            .security_group_rules
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|r| r.security_group_rule_id)
+            .collect(),
     }
 }
 
@@ -453,6 +466,8 @@ pub struct DbSeed {
     pub reader: DbInstance,
     /// A Multi-AZ MySQL instance outside any cluster.
     pub solo: DbInstance,
+    /// The databases' VPC security group.
+    pub security_group: String,
 }
 
 #[derive(Debug, Clone)]
@@ -542,7 +557,7 @@ impl Harness {
         self.dns.set(&cluster_endpoint, &[members[0].address]);
         let reader = members.pop().unwrap();
         let writer = members.pop().unwrap();
-        DbSeed { cluster: "orders".into(), cluster_endpoint, writer, reader, solo }
+        DbSeed { cluster: "orders".into(), cluster_endpoint, writer, reader, solo, security_group }
     }
 
     fn known(&self, id: &str, endpoint: String, address: &str) -> DbInstance {
@@ -614,5 +629,44 @@ impl Harness {
     pub async fn targets(&self, target_group_arn: &str) -> BTreeSet<String> {
         let health = self.elb.describe_target_health().target_group_arn(target_group_arn).send().await.unwrap();
         health.target_health_descriptions.unwrap_or_default().into_iter().filter_map(|d| d.target?.id).collect()
+    }
+}
+
+/// A security group rule as the tests compare them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RuleView {
+    pub egress: bool,
+    pub protocol: String,
+    pub from: i32,
+    pub to: i32,
+    pub cidr: Option<String>,
+    pub source_group: Option<String>,
+    pub owned: bool,
+}
+
+impl Harness {
+    /// Every rule of a security group.
+    pub async fn rules(&self, group_id: &str) -> BTreeSet<RuleView> {
+        let rules = self
+            .ec2
+            .describe_security_group_rules()
+            .filters(aws_sdk_ec2::types::Filter::builder().name("group-id").values(group_id).build())
+            .send()
+            .await
+            .unwrap()
+            .security_group_rules
+            .unwrap_or_default();
+        rules
+            .into_iter()
+            .map(|r| RuleView {
+                egress: r.is_egress.unwrap(),
+                protocol: r.ip_protocol.unwrap_or_default(),
+                from: r.from_port.unwrap_or(-1),
+                to: r.to_port.unwrap_or(-1),
+                cidr: r.cidr_ipv4,
+                source_group: r.referenced_group_info.and_then(|g| g.group_id),
+                owned: r.tags.unwrap_or_default().iter().any(|t| t.key.as_deref() == Some(STACK_ID_TAG)),
+            })
+            .collect()
     }
 }

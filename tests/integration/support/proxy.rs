@@ -28,6 +28,8 @@ pub enum Fault {
     HoldAfterForwarding,
     /// Forwards the request and rewrites the answer's body: states AWS would report and the emulator does not.
     Rewrite(Rewrite),
+    /// Answers with AWS's error `code` (HTTP 400) without forwarding, as AWS refuses a call.
+    Refuse(&'static str),
 }
 
 /// A change to an answer's body.
@@ -64,6 +66,7 @@ struct Rule {
 struct Shared {
     rules: Mutex<Vec<Rule>>,
     actions: Mutex<Vec<String>>,
+    bodies: Mutex<Vec<(String, String)>>,
     injected: Mutex<Vec<(String, Fault)>>,
     held: tokio::sync::Notify,
 }
@@ -117,6 +120,12 @@ impl Proxy {
         self.shared.actions.lock().unwrap().clone()
     }
 
+    /// The bodies of the requests for `action`, in order, as the SDK sent them (URL-encoded).
+    pub fn requests(&self, action: &str) -> Vec<String> {
+        let bodies = self.shared.bodies.lock().unwrap();
+        bodies.iter().filter(|(a, _)| a == action).map(|(_, body)| body.clone()).collect()
+    }
+
     /// Waits until a request was held by `HoldAfterForwarding`.
     pub async fn held(&self) {
         tokio::time::timeout(Duration::from_secs(60), self.shared.held.notified())
@@ -160,15 +169,22 @@ fn is_ec2(body: &[u8]) -> bool {
 }
 
 fn throttled(ec2: bool) -> Response<Body> {
-    let (status, body) = if ec2 {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded.</Message></Error></Errors><RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>",
+    if ec2 {
+        aws_error(true, StatusCode::SERVICE_UNAVAILABLE, "RequestLimitExceeded", "Request limit exceeded.")
+    } else {
+        aws_error(false, StatusCode::BAD_REQUEST, "Throttling", "Rate exceeded")
+    }
+}
+
+/// An error as EC2 (its own XML) or the query-protocol services (ELB, RDS, CloudFormation) send it.
+fn aws_error(ec2: bool, status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = if ec2 {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"
         )
     } else {
-        (
-            StatusCode::BAD_REQUEST,
-            "<ErrorResponse xmlns=\"http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/\"><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message></Error><RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>",
+        format!(
+            "<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>00000000-0000-0000-0000-000000000000</RequestId></ErrorResponse>"
         )
     };
     Response::builder().status(status).header("content-type", "text/xml").body(Body::from(body)).unwrap()
@@ -184,12 +200,16 @@ async fn handle(
     let body: Bytes = body.collect().await.map_err(std::io::Error::other)?.to_bytes();
     let action = action_of(&parts.headers, &body);
     shared.actions.lock().unwrap().push(action.clone());
+    shared.bodies.lock().unwrap().push((action.clone(), String::from_utf8_lossy(&body).into_owned()));
     let fault = fault_for(shared, &action);
     if let Some(fault) = &fault {
         shared.injected.lock().unwrap().push((action.clone(), fault.clone()));
     }
     match &fault {
         Some(Fault::Throttle) => return Ok(throttled(is_ec2(&body))),
+        Some(Fault::Refuse(code)) => {
+            return Ok(aws_error(is_ec2(&body), StatusCode::BAD_REQUEST, code, "refused by the fault proxy"));
+        }
         Some(Fault::ServerError(code)) => {
             return Ok(Response::builder().status(*code).body(Body::from("<html>server error</html>")).unwrap());
         }

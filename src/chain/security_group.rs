@@ -1,0 +1,296 @@
+//! The load balancer's own security group, for a chain whose properties name
+//! none: inbound TCP on the port from the VPC (tests from inside it), outbound
+//! TCP on the port to the VPC (the health checks obey the outbound rules, ELB
+//! user guide, "Security groups for your Network Load Balancer").
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, SecurityGroup as SdkGroup, TagSpecification};
+use tracing::info;
+
+use super::rules::{self, Rule};
+use super::tags::{self, GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG, Tags};
+use super::{Desired, Owner, Progress};
+use crate::error::{Error, Result, code_of};
+
+#[derive(Debug, Clone)]
+pub struct SecurityGroup {
+    pub id: String,
+    pub name: String,
+    pub generation: String,
+    pub tags: BTreeMap<String, String>,
+}
+
+impl SecurityGroup {
+    fn from_sdk(group: SdkGroup) -> Self {
+        SecurityGroup {
+            tags: tags::ec2_map(group.tags.as_deref()),
+            id: group.group_id.unwrap_or_default(),
+            name: group.group_name.unwrap_or_default(),
+            generation: String::new(),
+        }
+    }
+}
+
+pub async fn list_owned(ec2: &aws_sdk_ec2::Client, owner: &Owner) -> Result<Vec<SecurityGroup>> {
+    let groups: Vec<SdkGroup> = ec2
+        .describe_security_groups()
+        .filters(rules::filter(&format!("tag:{STACK_ID_TAG}"), [owner.stack_id.as_str()]))
+        .filters(rules::filter(&format!("tag:{LOGICAL_ID_TAG}"), [owner.logical_id.as_str()]))
+        .into_paginator()
+        .items()
+        .send()
+        .try_collect()
+        .await
+        .map_err(Error::aws("listing security groups (DescribeSecurityGroups)"))?;
+    Ok(groups
+        .into_iter()
+        .map(SecurityGroup::from_sdk)
+        .filter_map(|mut group| {
+            group.generation = tags::owned_generation(owner, &group.tags)?;
+            Some(group)
+        })
+        .collect())
+}
+
+/// Creates the chain's security group, or brings an existing one's rules and tags
+/// to what is wanted. Returns its ID.
+pub async fn ensure(
+    ec2: &aws_sdk_ec2::Client,
+    existing: Option<&SecurityGroup>,
+    want: &Desired<'_>,
+    tags: &Tags,
+    progress: &Progress,
+) -> Result<String> {
+    let _step = progress.step("creating the load balancer's security group");
+    let wanted = wanted_rules(want);
+    let Some(group) = existing else {
+        let id = create(ec2, want, tags).await?;
+        // A new group allows all outbound traffic and nothing inbound.
+        let default_egress = Wanted { egress: true, protocol: "-1".into(), from: -1, to: -1, cidr: "0.0.0.0/0".into() };
+        apply(ec2, &id, &wanted, &BTreeSet::from([default_egress]), &BTreeMap::new(), tags).await?;
+        return Ok(id);
+    };
+    let current = rules::describe(ec2, vec![rules::filter("group-id", [group.id.as_str()])]).await?;
+    let ids: BTreeMap<Wanted, String> = current.iter().map(|rule| (Wanted::of(rule), rule.id.clone())).collect();
+    let current: BTreeSet<Wanted> = ids.keys().cloned().collect();
+    apply(ec2, &group.id, &wanted, &current, &ids, tags).await?;
+    let (set, _) = tags.difference(&group.tags);
+    if !set.is_empty() {
+        tag(ec2, &group.id, &set).await?;
+    }
+    Ok(group.id.clone())
+}
+
+async fn create(ec2: &aws_sdk_ec2::Client, want: &Desired<'_>, tags: &Tags) -> Result<String> {
+    let name = want.resource_name();
+    let created = ec2
+        .create_security_group()
+        .group_name(&name)
+        .description(format!("reverse-privatelink load balancer of {}", want.resource_name()))
+        .vpc_id(&want.resolved.network.vpc_id)
+        .tag_specifications(
+            TagSpecification::builder().resource_type(ResourceType::SecurityGroup).set_tags(Some(tags.ec2())).build(),
+        )
+        .send()
+        .await;
+    match created {
+        Ok(created) => created.group_id.ok_or_else(|| Error::Unexpected {
+            step: "creating the load balancer's security group",
+            message: "CreateSecurityGroup returned no group ID".into(),
+        }),
+        // An earlier attempt of the same request created it (a group name is unique per VPC).
+        Err(err) if code_of(&err) == Some("InvalidGroup.Duplicate") => {
+            adopt(ec2, &name, &want.resolved.network.vpc_id, tags).await
+        }
+        Err(err) => Err(Error::aws("creating the load balancer's security group (CreateSecurityGroup)")(err)),
+    }
+}
+
+/// The group of that name in the VPC, if this chain made it.
+async fn adopt(ec2: &aws_sdk_ec2::Client, name: &str, vpc_id: &str, tags: &Tags) -> Result<String> {
+    let found = ec2
+        .describe_security_groups()
+        .filters(rules::filter("group-name", [name]))
+        .filters(rules::filter("vpc-id", [vpc_id]))
+        .send()
+        .await
+        .map_err(Error::aws("reading the load balancer's security group (DescribeSecurityGroups)"))?;
+    let group = found.security_groups.unwrap_or_default().into_iter().next().map(SecurityGroup::from_sdk);
+    let ours = |group: &SecurityGroup| {
+        [STACK_ID_TAG, LOGICAL_ID_TAG, GENERATION_TAG].iter().all(|key| group.tags.get(*key) == tags.wanted.get(*key))
+    };
+    match group {
+        Some(group) if ours(&group) => Ok(group.id),
+        _ => Err(Error::Unexpected {
+            step: "creating the load balancer's security group",
+            message: format!("a security group named {name} already exists in {vpc_id} and was not made by this stack"),
+        }),
+    }
+}
+
+/// A rule as the chain wants it: direction, protocol, ports (-1 for all) and CIDR.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Wanted {
+    egress: bool,
+    protocol: String,
+    from: i32,
+    to: i32,
+    cidr: String,
+}
+
+impl Wanted {
+    fn of(rule: &Rule) -> Self {
+        Wanted {
+            egress: rule.egress,
+            protocol: rule.protocol.clone(),
+            from: rule.from_port,
+            to: rule.to_port,
+            cidr: rule.cidr.clone().unwrap_or_default(),
+        }
+    }
+}
+
+fn wanted_rules(want: &Desired<'_>) -> BTreeSet<Wanted> {
+    let port = i32::from(want.resolved.port);
+    let cidrs = want.resolved.network.blocks.cidrs();
+    [false, true]
+        .into_iter()
+        .flat_map(|egress| {
+            cidrs.iter().map(move |cidr| Wanted {
+                egress,
+                protocol: "tcp".into(),
+                from: port,
+                to: port,
+                cidr: cidr.clone(),
+            })
+        })
+        .collect()
+}
+
+/// Authorizes what is missing and revokes what is not wanted.
+async fn apply(
+    ec2: &aws_sdk_ec2::Client,
+    group_id: &str,
+    wanted: &BTreeSet<Wanted>,
+    current: &BTreeSet<Wanted>,
+    rule_ids: &BTreeMap<Wanted, String>,
+    tags: &Tags,
+) -> Result<()> {
+    let permissions = |egress: bool, rules: Vec<&Wanted>| -> Vec<IpPermission> {
+        rules
+            .into_iter()
+            .filter(|rule| rule.egress == egress)
+            .map(|rule| {
+                let ports = (rule.protocol != "-1").then_some((rule.from, rule.to));
+                IpPermission::builder()
+                    .ip_protocol(&rule.protocol)
+                    .set_from_port(ports.map(|p| p.0))
+                    .set_to_port(ports.map(|p| p.1))
+                    .ip_ranges(IpRange::builder().cidr_ip(&rule.cidr).description("reverse-privatelink").build())
+                    .build()
+            })
+            .collect()
+    };
+    let add: Vec<&Wanted> = wanted.difference(current).collect();
+    let remove: Vec<&Wanted> = current.difference(wanted).collect();
+    let rule_tags = || {
+        TagSpecification::builder().resource_type(ResourceType::SecurityGroupRule).set_tags(Some(tags.ec2())).build()
+    };
+    let ingress = permissions(false, add.clone());
+    let egress = permissions(true, add);
+    let add_ingress = async {
+        if ingress.is_empty() {
+            return Ok(());
+        }
+        ec2.authorize_security_group_ingress()
+            .group_id(group_id)
+            .set_ip_permissions(Some(ingress))
+            .tag_specifications(rule_tags())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(Error::aws("allowing the database port into the load balancer (AuthorizeSecurityGroupIngress)"))
+    };
+    let add_egress = async {
+        if egress.is_empty() {
+            return Ok(());
+        }
+        ec2.authorize_security_group_egress()
+            .group_id(group_id)
+            .set_ip_permissions(Some(egress))
+            .tag_specifications(rule_tags())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(Error::aws("allowing the load balancer out to the database (AuthorizeSecurityGroupEgress)"))
+    };
+    tokio::try_join!(add_ingress, add_egress)?;
+    // Revoked after the new rules are in, so the path is never closed in between.
+    for egress in [false, true] {
+        let here: Vec<&Wanted> = remove.iter().copied().filter(|rule| rule.egress == egress).collect();
+        let ids: Vec<String> = here.iter().filter_map(|rule| rule_ids.get(*rule).cloned()).collect();
+        let by_permission =
+            permissions(egress, here.into_iter().filter(|rule| !rule_ids.contains_key(*rule)).collect());
+        if ids.is_empty() && by_permission.is_empty() {
+            continue;
+        }
+        let revoked = if egress {
+            ec2.revoke_security_group_egress()
+                .group_id(group_id)
+                .set_security_group_rule_ids(Some(ids).filter(|ids| !ids.is_empty()))
+                .set_ip_permissions(Some(by_permission).filter(|p| !p.is_empty()))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(Error::aws("removing the load balancer's other outbound rules (RevokeSecurityGroupEgress)"))
+        } else {
+            ec2.revoke_security_group_ingress()
+                .group_id(group_id)
+                .set_security_group_rule_ids(Some(ids).filter(|ids| !ids.is_empty()))
+                .set_ip_permissions(Some(by_permission).filter(|p| !p.is_empty()))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(Error::aws("removing the load balancer's other inbound rules (RevokeSecurityGroupIngress)"))
+        };
+        revoked?;
+    }
+    Ok(())
+}
+
+async fn tag(ec2: &aws_sdk_ec2::Client, group_id: &str, set: &BTreeMap<String, String>) -> Result<()> {
+    let tags = set.iter().map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build());
+    ec2.create_tags()
+        .resources(group_id)
+        .set_tags(Some(tags.collect()))
+        .send()
+        .await
+        .map_err(Error::aws("tagging the load balancer's security group (CreateTags)"))?;
+    Ok(())
+}
+
+/// Deletes the group. AWS refuses while a load balancer still uses it, and for a
+/// while after one was deleted (its network interfaces go last), so that is
+/// retried; the caller's deadline bounds the wait. Already gone is fine.
+pub async fn delete(ec2: &aws_sdk_ec2::Client, group_id: &str, progress: &Progress) -> Result<()> {
+    let _step = progress.step("deleting the load balancer's security group");
+    let mut pause = Duration::from_secs(2);
+    loop {
+        match ec2.delete_security_group().group_id(group_id).send().await {
+            Ok(_) => return Ok(()),
+            Err(err) if matches!(code_of(&err), Some("InvalidGroup.NotFound" | "InvalidGroupId.NotFound")) => {
+                return Ok(());
+            }
+            Err(err) if code_of(&err) == Some("DependencyViolation") => {
+                info!(group_id, "the security group is still in use; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(15));
+            }
+            Err(err) => {
+                return Err(Error::aws("deleting the load balancer's security group (DeleteSecurityGroup)")(err));
+            }
+        }
+    }
+}

@@ -123,6 +123,20 @@ def sync_line(log_path, action):
     return "(none found)"
 
 
+def describe_rules(ec2, group, mark_added=False):
+    """A group's rules as "in tcp 3306 from 10.0.0.0/16", marking those the function added."""
+    rules = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [group]}])["SecurityGroupRules"]
+    shown = []
+    for rule in sorted(rules, key=lambda r: (r["IsEgress"], r.get("FromPort", -1))):
+        protocol = "all" if rule["IpProtocol"] == "-1" else f"{rule['IpProtocol']} {rule.get('FromPort')}"
+        peer = rule.get("CidrIpv4") or rule.get("ReferencedGroupInfo", {}).get("GroupId", "?")
+        text = f"out {protocol} to {peer}" if rule["IsEgress"] else f"in {protocol} from {peer}"
+        if mark_added and any(t["Key"] == "reverse-privatelink:stack-id" for t in rule.get("Tags", [])):
+            text += " (added by the function, removed with the stack)"
+        shown.append(text)
+    return shown or ["no rules"]
+
+
 def writer(rds):
     members = rds.describe_db_clusters(DBClusterIdentifier=CLUSTER)["DBClusters"][0]["DBClusterMembers"]
     return next(m["DBInstanceIdentifier"] for m in members if m["IsClusterWriter"])
@@ -221,6 +235,7 @@ def inventory(ec2, elb):
         "load balancers": len(elb.describe_load_balancers()["LoadBalancers"]),
         "target groups": len(elb.describe_target_groups()["TargetGroups"]),
         "endpoint services": len(ec2.describe_vpc_endpoint_service_configurations()["ServiceConfigurations"]),
+        "security groups of its own": len(ec2.describe_security_groups(Filters=[{"Name": "tag-key", "Values": ["reverse-privatelink:stack-id"]}])["SecurityGroups"]),
     }
 
 
@@ -288,8 +303,12 @@ def main():
         values["PhysicalResourceId"] = created["PhysicalResourceId"]
         data = created["Data"]
         print(f"    from Database={CLUSTER!r} alone (no address, subnets or port typed):")
-        for key in ["ServiceId", "ServiceName", "AvailabilityZones", "AvailabilityZoneIds", "LoadBalancerDnsName", "Database", "WriterInstance", "TargetIps"]:
+        for key in ["ServiceId", "ServiceName", "AvailabilityZones", "AvailabilityZoneIds", "LoadBalancerDnsName", "Database", "WriterInstance", "TargetIps", "TargetHealth"]:
             print(f"    {key:20} {data[key]}")
+        print(f"    PrivateLink traffic checked against the load balancer's inbound rules: {data['EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic']}")
+        for group in data["SecurityGroupIds"].split(","):
+            print(f"    load balancer security group {group} (its own): " + "; ".join(describe_rules(ec2, group)))
+        print(f"    database security group {world['security_group']}: " + "; ".join(describe_rules(ec2, world["security_group"], mark_added=True)))
         print("    Give the consumer ServiceName and AvailabilityZoneIds (zone names differ between accounts, zone IDs do not).")
 
         target_group = data["TargetGroupArn"]
@@ -314,6 +333,7 @@ def main():
         print(f"    allowed principals: {', '.join(sorted(p['Principal'] for p in principals))}")
 
         play("delete")
+        print(f"    database security group {world['security_group']}: " + "; ".join(describe_rules(ec2, world["security_group"], mark_added=True)))
         left = inventory(ec2, elb)
         print("    left in the emulator: " + ", ".join(f"{n} {what}" for what, n in left.items()))
         if any(left.values()):

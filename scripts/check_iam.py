@@ -47,6 +47,8 @@ def as_list(value):
 def arn_resource_part(resource) -> str:
     """The part of an ARN after the account, from a string or a Fn::Sub / Fn::GetAtt."""
     if isinstance(resource, dict):
+        if resource.get("Ref") == "AWS::StackId":
+            return "stack/example/guid"
         if "Fn::Sub" in resource:
             resource = resource["Fn::Sub"]
         elif "Fn::GetAtt" in resource:

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio::time::Instant;
 
 use crate::error::{Error, Result};
@@ -24,17 +25,22 @@ pub struct Deadline {
     pub finish_by: Instant,
 }
 
+/// The most kept for cleaning up after a failure.
+const CLEANUP_RESERVE: Duration = Duration::from_secs(210);
+
 /// Used when the runtime gives no deadline: Lambda's longest timeout.
 const UNKNOWN_DEADLINE: Duration = Duration::from_secs(900);
 
 impl Deadline {
     /// Splits the time left between work, clean-up and delivery; short
-    /// invocations get proportionally short reserves.
+    /// invocations get proportionally short reserves. A failed Create must be able
+    /// to delete its load balancer before answering, which on AWS often takes
+    /// minutes: with Lambda's 900 s, over three minutes are kept for clean-up.
     pub fn after(remaining: Duration) -> Self {
         let now = Instant::now();
         let finish_by = now + remaining - (remaining / 20).min(Duration::from_secs(1));
         let answer_by = now + remaining - (remaining / 5).min(Duration::from_secs(15));
-        let work_until = answer_by - (remaining / 4).min(Duration::from_secs(60));
+        let work_until = answer_by - (remaining / 4).min(CLEANUP_RESERVE);
         let cleanup_until = answer_by - (answer_by - work_until) / 10;
         Deadline { work_until, cleanup_until, answer_by, finish_by }
     }
@@ -65,9 +71,27 @@ pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "the handler panicked".to_string())
 }
 
-/// What the work is doing right now, so a timeout can say what it was waiting for.
-#[derive(Clone, Debug, Default)]
-pub struct Progress(Arc<Mutex<Vec<&'static str>>>);
+/// Asks whether whoever requested the work still waits for it (CloudFormation may
+/// have cancelled the request); an error says why not and stops the work.
+pub trait Checkpoint: Send + Sync {
+    fn check(&self) -> BoxFuture<'_, Result<()>>;
+}
+
+/// What the work is doing right now, so a timeout can say what it was waiting for,
+/// and the checkpoint to pass before each long wait.
+#[derive(Clone, Default)]
+pub struct Progress {
+    steps: Arc<Mutex<Vec<&'static str>>>,
+    /// What the work made or took over, by kind: a failed request removes exactly these.
+    made: Arc<Mutex<Vec<(&'static str, String)>>>,
+    checkpoint: Option<Arc<dyn Checkpoint>>,
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress").field("steps", &self.describe()).finish()
+    }
+}
 
 /// Marks a step as in progress until dropped.
 pub struct Step {
@@ -76,6 +100,33 @@ pub struct Step {
 }
 
 impl Progress {
+    /// Progress whose long waits first ask `checkpoint`.
+    pub fn with_checkpoint(checkpoint: Arc<dyn Checkpoint>) -> Self {
+        Progress { checkpoint: Some(checkpoint), ..Progress::default() }
+    }
+
+    /// Passes when the requester still waits (or nobody can tell).
+    pub async fn checkpoint(&self) -> Result<()> {
+        match &self.checkpoint {
+            Some(checkpoint) => checkpoint.check().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Notes a resource the work made or took over (`kind` e.g. "load balancer").
+    pub fn record(&self, kind: &'static str, id: &str) {
+        let mut made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
+        if !made.iter().any(|(k, i)| *k == kind && i == id) {
+            made.push((kind, id.to_string()));
+        }
+    }
+
+    /// The IDs recorded for `kind`.
+    pub fn recorded(&self, kind: &str) -> Vec<String> {
+        let made = self.made.lock().unwrap_or_else(PoisonError::into_inner);
+        made.iter().filter(|(k, _)| *k == kind).map(|(_, id)| id.clone()).collect()
+    }
+
     pub fn step(&self, what: &'static str) -> Step {
         self.steps().push(what);
         Step { progress: self.clone(), what }
@@ -89,7 +140,7 @@ impl Progress {
 
     fn steps(&self) -> MutexGuard<'_, Vec<&'static str>> {
         // A panic elsewhere must not hide what was in progress.
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.steps.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -134,7 +185,8 @@ mod tests {
             assert!(d.finish_by <= start + remaining + Duration::from_millis(5));
         }
         let long = Deadline::after(Duration::from_secs(900));
-        assert!(long.finish_by - long.work_until <= Duration::from_secs(80));
+        assert!(long.cleanup_until - long.work_until >= Duration::from_secs(180), "three minutes to clean up");
+        assert!(long.finish_by - long.work_until <= Duration::from_secs(230), "and not much more");
     }
 
     #[test]

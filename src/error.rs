@@ -25,6 +25,10 @@ pub enum Error {
     #[error("{0}")]
     Unhealthy(String),
 
+    /// CloudFormation stopped waiting (another resource failed and it cancelled this one).
+    #[error("CloudFormation no longer waits for this request ({0}); what it built was removed")]
+    Abandoned(String),
+
     /// The Lambda deadline came before the work finished.
     #[error("timed out {0} (the Lambda function's deadline was near)")]
     Timeout(String),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{Filter, ResourceType, ServiceConfiguration, ServiceState, Tag, TagSpecification};
 use tracing::info;
 
+use super::poll::{self, AcceptorState, SERVICE_NOT_FOUND, Waited};
 use super::tags::{self, LOGICAL_ID_TAG, STACK_ID_TAG, Tags};
 use super::{Desired, Owner, Progress};
 use crate::error::{Error, Result, code_of};
@@ -23,6 +24,19 @@ pub struct EndpointService {
 }
 
 impl EndpointService {
+    /// A service known only by its ID (recorded when it was created).
+    pub fn known(id: String, generation: String) -> Self {
+        EndpointService {
+            name: String::new(),
+            id,
+            acceptance_required: false,
+            load_balancer_arns: Vec::new(),
+            supported_regions: BTreeSet::new(),
+            generation,
+            tags: BTreeMap::new(),
+        }
+    }
+
     fn from_sdk(service: ServiceConfiguration) -> Self {
         let tags = tags::ec2_map(service.tags.as_deref());
         // AWS lists the service's own region among them; the chain manages only the others.
@@ -77,8 +91,43 @@ pub async fn list_owned(ec2: &aws_sdk_ec2::Client, owner: &Owner) -> Result<Vec<
         .collect())
 }
 
+/// The service with this ID, read by ID rather than through the tag filter,
+/// which can lag behind; None when it is gone.
+pub async fn by_id(ec2: &aws_sdk_ec2::Client, owner: &Owner, service_id: &str) -> Result<Option<EndpointService>> {
+    let answer = match ec2.describe_vpc_endpoint_service_configurations().service_ids(service_id).send().await {
+        Ok(answer) => answer,
+        Err(err) if is_not_found(code_of(&err)) => return Ok(None),
+        Err(err) => {
+            return Err(Error::aws("reading the endpoint service (DescribeVpcEndpointServiceConfigurations)")(err));
+        }
+    };
+    Ok(answer
+        .service_configurations
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s.service_state != Some(ServiceState::Deleted))
+        .map(EndpointService::from_sdk)
+        .find_map(|mut service| {
+            service.generation = tags::owned_generation(owner, &service.tags)?;
+            Some(service)
+        }))
+}
+
+/// The idempotency token of one chain's service: a retried or re-delivered
+/// create returns the service made the first time instead of a second one.
+fn client_token(tags: &Tags) -> String {
+    let fnv = |text: &str| {
+        text.bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3))
+    };
+    let tag = |key: &str| tags.wanted.get(key).map(String::as_str).unwrap_or_default();
+    let owner = format!("{}/{}", tag(STACK_ID_TAG), tag(LOGICAL_ID_TAG));
+    format!("reverse-privatelink-{}-{:016x}", tag(tags::GENERATION_TAG), fnv(&owner))
+}
+
 /// Creates the endpoint service on the load balancer, or brings an existing
-/// one's acceptance setting, load balancer and tags to what is wanted.
+/// one's acceptance setting, load balancer, regions and tags to what is wanted.
+/// Returns it and whether this call created it.
 pub async fn ensure(
     ec2: &aws_sdk_ec2::Client,
     existing: Option<&EndpointService>,
@@ -86,12 +135,13 @@ pub async fn ensure(
     want: &Desired<'_>,
     tags: &Tags,
     progress: &Progress,
-) -> Result<EndpointService> {
+) -> Result<(EndpointService, bool)> {
     let acceptance_required = want.spec.acceptance_required;
     let Some(service) = existing else {
         let _step = progress.step("creating the endpoint service");
         let created = ec2
             .create_vpc_endpoint_service_configuration()
+            .client_token(client_token(tags))
             .network_load_balancer_arns(lb_arn)
             .acceptance_required(acceptance_required)
             .set_supported_regions(
@@ -107,10 +157,12 @@ pub async fn ensure(
             .await
             .map_err(Error::aws("creating the endpoint service (CreateVpcEndpointServiceConfiguration)"))?;
         let service = created.service_configuration.map(EndpointService::from_sdk).filter(|s| !s.id.is_empty());
-        return service.ok_or_else(|| Error::Unexpected {
+        let service = service.ok_or_else(|| Error::Unexpected {
             step: "creating the endpoint service",
             message: "CreateVpcEndpointServiceConfiguration returned no service ID".into(),
-        });
+        })?;
+        progress.record("endpoint service", &service.id);
+        return Ok((service, true));
     };
     let mut service = service.clone();
     let stale: Vec<String> = service.load_balancer_arns.iter().filter(|arn| *arn != lb_arn).cloned().collect();
@@ -140,7 +192,7 @@ pub async fn ensure(
         service.supported_regions = regions.clone();
     }
     sync_tags(ec2, &service, tags, progress).await?;
-    Ok(service)
+    Ok((service, false))
 }
 
 async fn sync_tags(
@@ -152,7 +204,7 @@ async fn sync_tags(
     let (set, remove) = tags.difference(&service.tags);
     if !set.is_empty() {
         let _step = progress.step("tagging the endpoint service");
-        tag(ec2, &service.id, &set).await?;
+        tag(ec2, &service.id, &set, false).await?;
     }
     if !remove.is_empty() {
         let _step = progress.step("removing dropped tags from the endpoint service");
@@ -167,50 +219,61 @@ async fn sync_tags(
     Ok(())
 }
 
-/// Allows exactly `principals` to connect: adds the missing, removes the rest.
+/// Allows exactly `principals` to connect: adds the missing, removes the rest. A
+/// service created just now (`fresh`) allows nobody yet, so it is not read first.
 pub async fn ensure_principals(
     ec2: &aws_sdk_ec2::Client,
     service_id: &str,
     principals: &BTreeSet<String>,
+    fresh: bool,
     progress: &Progress,
 ) -> Result<()> {
     let _step = progress.step("allowing the consumer's principals");
-    let current: BTreeSet<String> = ec2
-        .describe_vpc_endpoint_service_permissions()
-        .service_id(service_id)
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(Error::aws("reading the allowed principals (DescribeVpcEndpointServicePermissions)"))?
-        .into_iter()
-        .filter_map(|allowed| allowed.principal)
-        .collect();
+    let current: BTreeSet<String> = if fresh {
+        BTreeSet::new()
+    } else {
+        ec2.describe_vpc_endpoint_service_permissions()
+            .service_id(service_id)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(Error::aws("reading the allowed principals (DescribeVpcEndpointServicePermissions)"))?
+            .into_iter()
+            .filter_map(|allowed| allowed.principal)
+            .collect()
+    };
     let add: Vec<String> = principals.difference(&current).cloned().collect();
     let remove: Vec<String> = current.difference(principals).cloned().collect();
     if add.is_empty() && remove.is_empty() {
         return Ok(());
     }
-    ec2.modify_vpc_endpoint_service_permissions()
-        .service_id(service_id)
-        .set_add_allowed_principals(Some(add).filter(|a| !a.is_empty()))
-        .set_remove_allowed_principals(Some(remove).filter(|r| !r.is_empty()))
-        .send()
-        .await
-        .map_err(Error::aws("changing the allowed principals (ModifyVpcEndpointServicePermissions)"))?;
+    poll::settled(fresh, SERVICE_NOT_FOUND, || {
+        ec2.modify_vpc_endpoint_service_permissions()
+            .service_id(service_id)
+            .set_add_allowed_principals(Some(add.clone()).filter(|a| !a.is_empty()))
+            .set_remove_allowed_principals(Some(remove.clone()).filter(|r| !r.is_empty()))
+            .send()
+    })
+    .await
+    .map_err(Error::aws("changing the allowed principals (ModifyVpcEndpointServicePermissions)"))?;
     Ok(())
 }
 
-/// Sets `tags` on the service.
-pub async fn tag(ec2: &aws_sdk_ec2::Client, service_id: &str, tags: &BTreeMap<String, String>) -> Result<()> {
-    let tags = tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build());
-    ec2.create_tags()
-        .resources(service_id)
-        .set_tags(Some(tags.collect()))
-        .send()
-        .await
-        .map_err(Error::aws("tagging the endpoint service (CreateTags)"))?;
+/// Sets `tags` on the service; `fresh`: it was created moments ago.
+pub async fn tag(
+    ec2: &aws_sdk_ec2::Client,
+    service_id: &str,
+    tags: &BTreeMap<String, String>,
+    fresh: bool,
+) -> Result<()> {
+    let tags: Vec<Tag> = tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect();
+    poll::settled(fresh, SERVICE_NOT_FOUND, || {
+        ec2.create_tags().resources(service_id).set_tags(Some(tags.clone())).send()
+    })
+    .await
+    .map_err(Error::aws("tagging the endpoint service (CreateTags)"))?;
     Ok(())
 }
 
@@ -282,26 +345,38 @@ async fn reject_connections(ec2: &aws_sdk_ec2::Client, service_id: &str, progres
     Ok(())
 }
 
+/// Waits until the service is gone; one AWS reports `Failed` ends the wait at once.
 async fn wait_deleted(ec2: &aws_sdk_ec2::Client, service_id: &str, progress: &Progress) -> Result<()> {
-    let _step = progress.step("waiting for the endpoint service to be deleted");
-    let mut pause = Duration::from_millis(500);
-    loop {
-        match ec2.describe_vpc_endpoint_service_configurations().service_ids(service_id).send().await {
-            Err(err) if is_not_found(code_of(&err)) => return Ok(()),
-            Err(err) => {
-                return Err(Error::aws(
-                    "waiting for the endpoint service to be deleted (DescribeVpcEndpointServiceConfigurations)",
-                )(err));
-            }
-            Ok(answer) => {
-                let state =
-                    answer.service_configurations.unwrap_or_default().into_iter().next().and_then(|s| s.service_state);
-                if matches!(state, None | Some(ServiceState::Deleted)) {
-                    return Ok(());
-                }
-            }
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(10));
+    const WHAT: &str = "waiting for the endpoint service to be deleted";
+    let state = |output: &aws_sdk_ec2::operation::describe_vpc_endpoint_service_configurations::DescribeVpcEndpointServiceConfigurationsOutput| {
+        output.service_configurations().first().and_then(|s| s.service_state.clone())
+    };
+    let waited = poll::until(
+        WHAT,
+        || ec2.describe_vpc_endpoint_service_configurations().service_ids(service_id).send(),
+        |answer| match answer {
+            Ok(output) => match state(output) {
+                None | Some(ServiceState::Deleted) => AcceptorState::Success,
+                Some(ServiceState::Failed) => AcceptorState::Failure,
+                Some(_) => AcceptorState::Retry,
+            },
+            Err(err) if poll::is(err, SERVICE_NOT_FOUND) => AcceptorState::Success,
+            Err(_) => AcceptorState::NoAcceptorsMatched,
+        },
+        MAX_DELETE_WAIT,
+        progress,
+    )
+    .await?;
+    match waited {
+        Waited::Failed(_) => Err(Error::Unexpected {
+            step: WHAT,
+            message: format!(
+                "AWS reports the endpoint service {service_id} Failed; delete it in the VPC console and retry"
+            ),
+        }),
+        Waited::Reached(_) | Waited::Gone(_) => Ok(()),
     }
 }
+
+/// How long a deletion may take at most; the caller's deadline usually ends the wait sooner.
+const MAX_DELETE_WAIT: Duration = Duration::from_secs(600);

@@ -7,11 +7,13 @@ use std::time::Duration;
 use aws_sdk_elasticloadbalancingv2 as elbv2;
 use tokio::time::Instant;
 
+use super::poll::{self, TARGET_GROUP_NOT_FOUND};
 use super::{Desired, Progress};
 use crate::error::{Error, Result};
 
 /// How often a wait asks; the budget is at most one describe per 2 s.
 const POLL: Duration = Duration::from_secs(5);
+const CHECK_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetHealth {
@@ -43,13 +45,12 @@ pub fn describe(health: &[TargetHealth]) -> String {
     }
 }
 
-pub async fn read(elb: &elbv2::Client, arn: &str) -> Result<Vec<TargetHealth>> {
-    let answer = elb
-        .describe_target_health()
-        .target_group_arn(arn)
-        .send()
-        .await
-        .map_err(Error::aws("reading the targets' health (DescribeTargetHealth)"))?;
+/// Each target's health; `fresh`: the target group was created moments ago.
+pub async fn read(elb: &elbv2::Client, arn: &str, fresh: bool) -> Result<Vec<TargetHealth>> {
+    let answer =
+        poll::settled(fresh, TARGET_GROUP_NOT_FOUND, || elb.describe_target_health().target_group_arn(arn).send())
+            .await
+            .map_err(Error::aws("reading the targets' health (DescribeTargetHealth)"))?;
     Ok(answer
         .target_health_descriptions
         .unwrap_or_default()
@@ -83,8 +84,10 @@ pub async fn wait_healthy(
 ) -> Result<Vec<TargetHealth>> {
     let _step = progress.step("waiting for the database to pass the load balancer's health checks");
     let wanted: BTreeSet<String> = want.resolved.target_ips.iter().map(ToString::to_string).collect();
+    // Asked when the first answer is "not yet", so before the wait gets long, then every minute.
+    let mut next_check = Instant::now();
     loop {
-        let health = read(elb, arn).await?;
+        let health = read(elb, arn, false).await?;
         let sick: Vec<&TargetHealth> =
             health.iter().filter(|t| wanted.contains(&t.id) && t.state != "healthy").collect();
         let missing: Vec<&String> = wanted.iter().filter(|ip| !health.iter().any(|t| &t.id == *ip)).collect();
@@ -96,6 +99,10 @@ pub async fn wait_healthy(
             problems
                 .extend(missing.iter().map(|ip| format!("the database at {ip} is not registered in the target group")));
             return Err(Error::Unhealthy(problems.join("; ")));
+        }
+        if Instant::now() >= next_check {
+            progress.checkpoint().await?;
+            next_check = Instant::now() + CHECK_EVERY;
         }
         tokio::time::sleep(POLL).await;
     }

@@ -87,7 +87,14 @@ pub async fn ensure(
             .send()
             .await;
         match added {
-            Ok(_) => info!(group = db, source = src, port, "allowed the load balancer into the database"),
+            Ok(added) => {
+                info!(group = db, source = src, port, "allowed the load balancer into the database");
+                for rule in added.security_group_rules.unwrap_or_default() {
+                    if let Some(id) = rule.security_group_rule_id {
+                        progress.record("database rule", &format!("{db}/{id}"));
+                    }
+                }
+            }
             // Added between the read and now (a concurrent attempt of the same request).
             Err(err) if code_of(&err) == Some("InvalidPermission.Duplicate") => {}
             Err(err) => {

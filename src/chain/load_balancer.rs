@@ -4,14 +4,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use aws_sdk_elasticloadbalancingv2 as elbv2;
-use elbv2::client::Waiters;
 use elbv2::types::{
     EnforceSecurityGroupInboundRulesOnPrivateLinkTrafficEnum as Enforce, IpAddressType, LoadBalancerAttribute,
-    LoadBalancerSchemeEnum, LoadBalancerTypeEnum,
+    LoadBalancerSchemeEnum, LoadBalancerStateEnum, LoadBalancerTypeEnum,
 };
+use tracing::info;
 
+use super::poll::{self, AcceptorState, LOAD_BALANCER_NOT_FOUND, Waited};
 use super::tags::{self, Tags};
-use super::{Desired, Owner, Progress};
+use super::{Desired, Progress};
 use crate::error::{Error, Result, code_of};
 
 const CROSS_ZONE: &str = "load_balancing.cross_zone.enabled";
@@ -48,29 +49,43 @@ impl LoadBalancer {
     }
 }
 
-pub async fn list_owned(elb: &elbv2::Client, owner: &Owner) -> Result<Vec<LoadBalancer>> {
-    let all: Vec<_> = elb
-        .describe_load_balancers()
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(Error::aws("listing load balancers (DescribeLoadBalancers)"))?;
-    let all: Vec<LoadBalancer> = all
-        .into_iter()
-        .filter(|lb| lb.r#type == Some(LoadBalancerTypeEnum::Network))
-        .map(LoadBalancer::from_sdk)
-        .collect();
-    let mut tags = tags::describe_elb(elb, all.iter().map(|lb| lb.arn.clone()).collect()).await?;
-    Ok(all
-        .into_iter()
-        .filter_map(|mut lb| {
-            lb.tags = tags.remove(&lb.arn)?;
-            lb.generation = tags::owned_generation(owner, &lb.tags)?;
-            Some(lb)
-        })
-        .collect())
+/// A load balancer as a tag index lists it: ARN and tags; the rest is read when needed.
+pub fn from_index(arn: String, tags: BTreeMap<String, String>, generation: String) -> LoadBalancer {
+    // arn:aws:elasticloadbalancing:<region>:<account>:loadbalancer/net/<name>/<id>
+    let name = arn.rsplit('/').nth(1).unwrap_or_default().to_string();
+    LoadBalancer {
+        arn,
+        name,
+        dns_name: String::new(),
+        vpc_id: String::new(),
+        subnets: BTreeSet::new(),
+        security_groups: BTreeSet::new(),
+        enforce_inbound_on_private_link: None,
+        generation,
+        tags,
+    }
+}
+
+/// The load balancers with these ARNs, as AWS describes them now (no tags).
+pub async fn by_arns(elb: &elbv2::Client, arns: Vec<String>) -> Result<Vec<LoadBalancer>> {
+    if arns.is_empty() {
+        return Ok(Vec::new());
+    }
+    match elb.describe_load_balancers().set_load_balancer_arns(Some(arns)).send().await {
+        Ok(answer) => Ok(answer.load_balancers.unwrap_or_default().into_iter().map(LoadBalancer::from_sdk).collect()),
+        Err(err) if code_of(&err) == Some("LoadBalancerNotFound") => Ok(Vec::new()),
+        Err(err) => Err(Error::aws("reading the load balancer (DescribeLoadBalancers)")(err)),
+    }
+}
+
+/// The load balancer called `name`, if any: names are unique in a region, and a
+/// lookup by name does not wait for a tag index to catch up.
+pub async fn by_name(elb: &elbv2::Client, name: &str) -> Result<Option<LoadBalancer>> {
+    match elb.describe_load_balancers().names(name).send().await {
+        Ok(answer) => Ok(answer.load_balancers.unwrap_or_default().into_iter().next().map(LoadBalancer::from_sdk)),
+        Err(err) if code_of(&err) == Some("LoadBalancerNotFound") => Ok(None),
+        Err(err) => Err(Error::aws("looking for the load balancer (DescribeLoadBalancers)")(err)),
+    }
 }
 
 /// What AWS cannot change on an existing load balancer that is attached to an endpoint service.
@@ -97,7 +112,8 @@ pub fn replacement_reasons(lb: &LoadBalancer, want: &Desired<'_>) -> Vec<String>
 }
 
 /// Creates the load balancer with `groups`, or brings an existing one's subnets,
-/// security groups, PrivateLink enforcement and tags to what is wanted. Returns its ARN.
+/// security groups, PrivateLink enforcement and tags to what is wanted. Returns
+/// its ARN and whether this call created it.
 pub async fn ensure(
     elb: &elbv2::Client,
     existing: Option<&LoadBalancer>,
@@ -105,7 +121,7 @@ pub async fn ensure(
     groups: &BTreeSet<String>,
     tags: &Tags,
     progress: &Progress,
-) -> Result<String> {
+) -> Result<(String, bool)> {
     let enforce = want.spec.enforce_inbound_on_private_link;
     let Some(lb) = existing else {
         let _step = progress.step("creating the load balancer");
@@ -130,11 +146,12 @@ pub async fn ensure(
                 step: "creating the load balancer",
                 message: "CreateLoadBalancer returned no ARN".into(),
             })?;
+        progress.record("load balancer", &arn);
         // AWS turns enforcement on for an NLB created with security groups.
         if !groups.is_empty() && !enforce {
-            set_security_groups(elb, &arn, groups, enforce, progress).await?;
+            set_security_groups(elb, &arn, groups, enforce, true, progress).await?;
         }
-        return Ok(arn);
+        return Ok((arn, true));
     };
     if lb.subnets != want.resolved.subnet_ids {
         let _step = progress.step("adding subnets to the load balancer");
@@ -148,10 +165,10 @@ pub async fn ensure(
     // Enforcement is set only with security groups; an emulator that does not report it gets it set again.
     let enforcement_differs = !groups.is_empty() && lb.enforce_inbound_on_private_link != Some(enforce);
     if (&lb.security_groups != groups || enforcement_differs) && !lb.security_groups.is_empty() {
-        set_security_groups(elb, &lb.arn, groups, enforce, progress).await?;
+        set_security_groups(elb, &lb.arn, groups, enforce, false, progress).await?;
     }
     tags::sync_elb(elb, &lb.arn, &lb.tags, tags, progress).await?;
-    Ok(lb.arn.clone())
+    Ok((lb.arn.clone(), false))
 }
 
 /// Sets the groups and whether PrivateLink traffic must pass their inbound rules.
@@ -160,80 +177,141 @@ async fn set_security_groups(
     arn: &str,
     groups: &BTreeSet<String>,
     enforce: bool,
+    fresh: bool,
     progress: &Progress,
 ) -> Result<()> {
     let _step = progress.step("setting the load balancer's security groups");
-    elb.set_security_groups()
-        .load_balancer_arn(arn)
-        .set_security_groups(Some(groups.iter().cloned().collect()))
-        .enforce_security_group_inbound_rules_on_private_link_traffic(if enforce { Enforce::On } else { Enforce::Off })
-        .send()
-        .await
-        .map_err(Error::aws("setting the load balancer's security groups (SetSecurityGroups)"))?;
+    let enforce = if enforce { Enforce::On } else { Enforce::Off };
+    poll::settled(fresh, LOAD_BALANCER_NOT_FOUND, || {
+        elb.set_security_groups()
+            .load_balancer_arn(arn)
+            .set_security_groups(Some(groups.iter().cloned().collect()))
+            .enforce_security_group_inbound_rules_on_private_link_traffic(enforce.clone())
+            .send()
+    })
+    .await
+    .map_err(Error::aws("setting the load balancer's security groups (SetSecurityGroups)"))?;
     Ok(())
 }
 
-/// Waits until the load balancer is active and returns it.
+/// Waits until the load balancer is active and returns it; a load balancer
+/// created moments ago (`fresh`) may not be found yet. A `failed` one ends the wait at once.
 pub async fn wait_active(
     elb: &elbv2::Client,
     arn: &str,
+    fresh: bool,
     max_wait: Duration,
     progress: &Progress,
 ) -> Result<LoadBalancer> {
-    let _step = progress.step("waiting for the load balancer to become active");
-    let done =
-        elb.wait_until_load_balancer_available().load_balancer_arns(arn).wait(max_wait).await.map_err(|err| {
-            Error::Unexpected { step: "waiting for the load balancer to become active", message: err.to_string() }
-        })?;
-    done.into_result()
-        .ok()
-        .and_then(|answer| answer.load_balancers)
-        .and_then(|lbs| lbs.into_iter().next())
-        .map(LoadBalancer::from_sdk)
-        .ok_or_else(|| Error::Unexpected {
-            step: "waiting for the load balancer",
-            message: "it is no longer described".into(),
-        })
+    const WHAT: &str = "waiting for the load balancer to become active";
+    let state = |lbs: &[elbv2::types::LoadBalancer]| lbs.first().and_then(|lb| lb.state.clone());
+    let waited = poll::until(
+        WHAT,
+        || elb.describe_load_balancers().load_balancer_arns(arn).send(),
+        |answer| match answer {
+            Ok(output) => match state(output.load_balancers()).and_then(|s| s.code) {
+                Some(LoadBalancerStateEnum::Active) => AcceptorState::Success,
+                Some(LoadBalancerStateEnum::Failed) => AcceptorState::Failure,
+                _ => AcceptorState::Retry,
+            },
+            Err(err) if fresh && poll::is(err, LOAD_BALANCER_NOT_FOUND) => AcceptorState::Retry,
+            Err(_) => AcceptorState::NoAcceptorsMatched,
+        },
+        max_wait,
+        progress,
+    )
+    .await?;
+    match waited {
+        Waited::Reached(output) => output
+            .load_balancers
+            .and_then(|lbs| lbs.into_iter().next())
+            .map(LoadBalancer::from_sdk)
+            .ok_or_else(|| Error::Unexpected { step: WHAT, message: "it is no longer described".into() }),
+        Waited::Failed(answer) => {
+            let reason = answer.ok().and_then(|o| state(o.load_balancers())).and_then(|s| s.reason);
+            Err(Error::Unexpected {
+                step: WHAT,
+                message: format!(
+                    "AWS reports the load balancer {arn} failed{}",
+                    reason.map(|r| format!(": {r}")).unwrap_or_default()
+                ),
+            })
+        }
+        Waited::Gone(_) => Err(Error::Unexpected { step: WHAT, message: format!("{arn} no longer exists") }),
+    }
 }
 
-pub async fn ensure_cross_zone(elb: &elbv2::Client, arn: &str, enabled: bool, progress: &Progress) -> Result<()> {
+/// Turns cross-zone load balancing on or off. A load balancer created just now has
+/// AWS's default (off for a Network Load Balancer), so it is not read first.
+pub async fn ensure_cross_zone(
+    elb: &elbv2::Client,
+    arn: &str,
+    enabled: bool,
+    fresh: bool,
+    progress: &Progress,
+) -> Result<()> {
     let _step = progress.step("setting cross-zone load balancing");
-    let attributes = elb
-        .describe_load_balancer_attributes()
-        .load_balancer_arn(arn)
-        .send()
-        .await
-        .map_err(Error::aws("reading the load balancer's attributes (DescribeLoadBalancerAttributes)"))?;
-    let current = attributes
-        .attributes
-        .unwrap_or_default()
-        .into_iter()
-        .find(|a| a.key.as_deref() == Some(CROSS_ZONE))
-        .and_then(|a| a.value);
+    let current = if fresh {
+        Some("false".to_string())
+    } else {
+        let attributes = elb
+            .describe_load_balancer_attributes()
+            .load_balancer_arn(arn)
+            .send()
+            .await
+            .map_err(Error::aws("reading the load balancer's attributes (DescribeLoadBalancerAttributes)"))?;
+        attributes
+            .attributes
+            .unwrap_or_default()
+            .into_iter()
+            .find(|a| a.key.as_deref() == Some(CROSS_ZONE))
+            .and_then(|a| a.value)
+    };
     if current.as_deref() == Some(&enabled.to_string()) {
         return Ok(());
     }
-    elb.modify_load_balancer_attributes()
-        .load_balancer_arn(arn)
-        .attributes(LoadBalancerAttribute::builder().key(CROSS_ZONE).value(enabled.to_string()).build())
-        .send()
-        .await
-        .map_err(Error::aws("setting cross-zone load balancing (ModifyLoadBalancerAttributes)"))?;
+    poll::settled(fresh, LOAD_BALANCER_NOT_FOUND, || {
+        elb.modify_load_balancer_attributes()
+            .load_balancer_arn(arn)
+            .attributes(LoadBalancerAttribute::builder().key(CROSS_ZONE).value(enabled.to_string()).build())
+            .send()
+    })
+    .await
+    .map_err(Error::aws("setting cross-zone load balancing (ModifyLoadBalancerAttributes)"))?;
     Ok(())
 }
 
-/// Deletes the load balancer and waits until it is gone (its target group can
-/// be deleted only then). Already gone is fine.
+/// Deletes the load balancer (its listeners go with it) and waits until it is
+/// gone, as its target group and security group can be deleted only then. AWS
+/// refuses with `ResourceInUse` while an endpoint service that was using it is
+/// still being deleted; that is retried until the service is gone, the caller's
+/// deadline bounding the wait. Already gone is fine.
 pub async fn delete(elb: &elbv2::Client, arn: &str, max_wait: Duration, progress: &Progress) -> Result<()> {
     let _step = progress.step("deleting the load balancer");
-    match elb.delete_load_balancer().load_balancer_arn(arn).send().await {
-        Ok(_) => {}
-        Err(err) if code_of(&err) == Some("LoadBalancerNotFound") => return Ok(()),
-        Err(err) => return Err(Error::aws("deleting the load balancer (DeleteLoadBalancer)")(err)),
+    loop {
+        match elb.delete_load_balancer().load_balancer_arn(arn).send().await {
+            Ok(_) => break,
+            Err(err) if code_of(&err) == Some("LoadBalancerNotFound") => return Ok(()),
+            Err(err) if code_of(&err) == Some("ResourceInUse") => {
+                info!(arn, "the endpoint service still holds the load balancer; trying again");
+                tokio::time::sleep(poll::INTERVAL).await;
+            }
+            Err(err) => return Err(Error::aws("deleting the load balancer (DeleteLoadBalancer)")(err)),
+        }
     }
-    elb.wait_until_load_balancers_deleted().load_balancer_arns(arn).wait(max_wait).await.map_err(|err| {
-        Error::Unexpected { step: "waiting for the load balancer to be deleted", message: err.to_string() }
-    })?;
+    poll::until(
+        "waiting for the load balancer to be deleted",
+        || elb.describe_load_balancers().load_balancer_arns(arn).send(),
+        |answer| match answer {
+            Ok(output) if output.load_balancers().is_empty() => AcceptorState::Success,
+            Ok(_) => AcceptorState::Retry,
+            Err(err) if poll::is(err, LOAD_BALANCER_NOT_FOUND) => AcceptorState::Success,
+            Err(_) => AcceptorState::NoAcceptorsMatched,
+        },
+        max_wait,
+        progress,
+    )
+    .await?;
     Ok(())
 }
 

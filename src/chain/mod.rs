@@ -7,9 +7,11 @@
 mod endpoint_service;
 mod health;
 mod ingress;
+mod inventory;
 mod listener;
 mod load_balancer;
 pub mod network;
+mod poll;
 mod rules;
 mod security_group;
 mod tags;
@@ -30,6 +32,7 @@ use crate::spec::Spec;
 pub use endpoint_service::EndpointService;
 pub use health::{TargetHealth, describe as describe_health};
 pub use ingress::IngressRule;
+pub use inventory::Inventory;
 pub use load_balancer::LoadBalancer;
 pub use network::{Network, Zone};
 pub use security_group::SecurityGroup;
@@ -109,6 +112,13 @@ pub struct Built {
     pub target_health: Vec<TargetHealth>,
 }
 
+impl Built {
+    /// The load balancer and target group, which carry the answered mark.
+    pub fn elb_arns(&self) -> Vec<String> {
+        vec![self.load_balancer_arn.clone(), self.target_group_arn.clone()]
+    }
+}
+
 /// The resources of one generation. There is normally at most one of each;
 /// more only if an emulator or an out-of-band change duplicated them, and then
 /// tear-down removes them all.
@@ -140,31 +150,98 @@ impl Group {
     pub fn is_named(&self, service_id: &str) -> bool {
         self.services.iter().any(|s| s.id == service_id) || self.answered_as() == Some(service_id)
     }
-}
 
-/// Every chain an owner has in the account, by generation.
-#[derive(Debug, Default)]
-pub struct Inventory {
-    groups: BTreeMap<String, Group>,
-}
-
-impl Inventory {
-    pub fn generation(&self, generation: &str) -> Option<&Group> {
-        self.groups.get(generation)
+    pub fn service_id(&self) -> Option<&str> {
+        self.services.first().map(|s| s.id.as_str())
     }
 
-    pub fn named(&self, service_id: &str) -> Option<&Group> {
-        self.groups.values().find(|group| group.is_named(service_id))
+    /// The ARNs of the load balancer and target group, which carry the answered mark.
+    pub fn elb_arns(&self) -> Vec<String> {
+        self.load_balancers
+            .iter()
+            .map(|lb| lb.arn.clone())
+            .chain(self.target_groups.iter().map(|tg| tg.arn.clone()))
+            .collect()
     }
 
-    pub fn unanswered(&self) -> impl Iterator<Item = &Group> {
-        self.groups.values().filter(|group| group.answered_as().is_none())
+    /// Adds what `other` has and this group lacks.
+    pub fn merge(&mut self, other: Group) {
+        fn add<T>(into: &mut Vec<T>, from: Vec<T>, same: impl Fn(&T, &T) -> bool) {
+            for item in from {
+                if !into.iter().any(|known| same(known, &item)) {
+                    into.push(item);
+                }
+            }
+        }
+        add(&mut self.services, other.services, |a, b| a.id == b.id);
+        add(&mut self.load_balancers, other.load_balancers, |a, b| a.arn == b.arn);
+        add(&mut self.target_groups, other.target_groups, |a, b| a.arn == b.arn);
+        add(&mut self.security_groups, other.security_groups, |a, b| a.id == b.id);
+        add(&mut self.ingress_rules, other.ingress_rules, |a, b| a.id == b.id);
     }
 
-    fn group_mut(&mut self, generation: &str) -> &mut Group {
-        self.groups
-            .entry(generation.to_string())
-            .or_insert_with(|| Group { generation: generation.to_string(), ..Group::default() })
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty()
+            && self.load_balancers.is_empty()
+            && self.target_groups.is_empty()
+            && self.security_groups.is_empty()
+            && self.ingress_rules.is_empty()
+    }
+
+    /// "endpoint service vpce-svc-…, load balancer arn:…, …", for a person to find them.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        parts.extend(self.services.iter().map(|s| format!("endpoint service {}", s.id)));
+        parts.extend(self.load_balancers.iter().map(|lb| format!("load balancer {}", lb.arn)));
+        parts.extend(self.target_groups.iter().map(|tg| format!("target group {}", tg.arn)));
+        parts.extend(self.security_groups.iter().map(|g| format!("security group {}", g.id)));
+        parts.extend(self.ingress_rules.iter().map(|r| format!("security group rule {} in {}", r.id, r.group_id)));
+        parts.join(", ")
+    }
+
+    /// What a request recorded in `progress` as made for `generation`.
+    pub fn recorded(generation: &str, progress: &Progress) -> Group {
+        let generation = generation.to_string();
+        Group {
+            services: progress
+                .recorded("endpoint service")
+                .into_iter()
+                .map(|id| EndpointService::known(id, generation.clone()))
+                .collect(),
+            load_balancers: progress
+                .recorded("load balancer")
+                .into_iter()
+                .map(|arn| load_balancer::from_index(arn, BTreeMap::new(), generation.clone()))
+                .collect(),
+            target_groups: progress
+                .recorded("target group")
+                .into_iter()
+                .map(|arn| target_group::from_index(arn, BTreeMap::new(), generation.clone()))
+                .collect(),
+            security_groups: progress
+                .recorded("security group")
+                .into_iter()
+                .map(|id| SecurityGroup {
+                    id,
+                    name: String::new(),
+                    generation: generation.clone(),
+                    tags: BTreeMap::new(),
+                })
+                .collect(),
+            ingress_rules: progress
+                .recorded("database rule")
+                .into_iter()
+                .filter_map(|entry| {
+                    let (group_id, id) = entry.split_once('/')?;
+                    Some(IngressRule {
+                        id: id.to_string(),
+                        group_id: group_id.to_string(),
+                        generation: generation.clone(),
+                    })
+                })
+                .collect(),
+            generation,
+        }
     }
 }
 
@@ -177,34 +254,6 @@ pub struct Chain<'a> {
 impl<'a> Chain<'a> {
     pub fn new(aws: &'a Aws, owner: Owner) -> Self {
         Chain { aws, owner }
-    }
-
-    /// Finds every resource carrying this owner's tags.
-    pub async fn inventory(&self) -> Result<Inventory> {
-        let (services, load_balancers, target_groups, security_groups, ingress_rules) = tokio::try_join!(
-            endpoint_service::list_owned(&self.aws.ec2, &self.owner),
-            load_balancer::list_owned(&self.aws.elb, &self.owner),
-            target_group::list_owned(&self.aws.elb, &self.owner),
-            security_group::list_owned(&self.aws.ec2, &self.owner),
-            ingress::list_owned(&self.aws.ec2, &self.owner),
-        )?;
-        let mut inventory = Inventory::default();
-        for group in security_groups {
-            inventory.group_mut(&group.generation).security_groups.push(group);
-        }
-        for rule in ingress_rules {
-            inventory.group_mut(&rule.generation).ingress_rules.push(rule);
-        }
-        for service in services {
-            inventory.group_mut(&service.generation).services.push(service);
-        }
-        for lb in load_balancers {
-            inventory.group_mut(&lb.generation).load_balancers.push(lb);
-        }
-        for tg in target_groups {
-            inventory.group_mut(&tg.generation).target_groups.push(tg);
-        }
-        Ok(inventory)
     }
 
     /// Why `group` cannot become `want` in place; empty when it can.
@@ -250,18 +299,18 @@ impl<'a> Chain<'a> {
         };
         // join, not try_join: one failing create must not cancel the other
         // mid-call, or the clean-up could miss what that call still made.
-        let (groups, tg_arn) =
+        let (groups, tg) =
             tokio::join!(groups, target_group::ensure(elb, existing_tg, want, &target_group_tags, progress));
-        let (groups, tg_arn) = (groups?, tg_arn?);
-        let lb_arn = load_balancer::ensure(elb, existing_lb, want, &groups, &tags, progress).await?;
+        let (groups, (tg_arn, fresh_tg)) = (groups?, tg?);
+        let (lb_arn, fresh_lb) = load_balancer::ensure(elb, existing_lb, want, &groups, &tags, progress).await?;
         // The load balancer's own calls wait until it is active: right after creation
         // AWS may not find it yet. A listener cancelled mid-create goes with its load
         // balancer, so failing fast is safe here.
         let on_active_load_balancer = async {
-            let lb = load_balancer::wait_active(elb, &lb_arn, MAX_STATE_WAIT, progress).await?;
+            let lb = load_balancer::wait_active(elb, &lb_arn, fresh_lb, MAX_STATE_WAIT, progress).await?;
             let (listener_arn, ()) = tokio::try_join!(
-                listener::ensure(elb, &lb_arn, &tg_arn, want.resolved.port, &tags, progress),
-                load_balancer::ensure_cross_zone(elb, &lb_arn, want.spec.cross_zone, progress),
+                listener::ensure(elb, &lb_arn, &tg_arn, want.resolved.port, fresh_lb, &tags, progress),
+                load_balancer::ensure_cross_zone(elb, &lb_arn, want.spec.cross_zone, fresh_lb, progress),
             )?;
             Ok((lb, listener_arn))
         };
@@ -272,14 +321,21 @@ impl<'a> Chain<'a> {
         let owned_rules = existing.map(|group| group.ingress_rules.as_slice()).unwrap_or_default();
         let ((lb, listener_arn), (), ()) = tokio::try_join!(
             on_active_load_balancer,
-            target_group::ensure_targets(elb, &tg_arn, want, progress),
+            target_group::ensure_targets(elb, &tg_arn, fresh_tg, want, progress),
             ingress::ensure(ec2, &databases, &groups, want.resolved.port, owned_rules, &tags, progress),
         )?;
         let existing_service = existing.and_then(|group| group.services.first());
-        let service = endpoint_service::ensure(ec2, existing_service, &lb.arn, want, &tags, progress).await?;
+        let (service, fresh_service) =
+            endpoint_service::ensure(ec2, existing_service, &lb.arn, want, &tags, progress).await?;
         let ((), health) = tokio::try_join!(
-            endpoint_service::ensure_principals(ec2, &service.id, &want.spec.allowed_principals, progress),
-            health::read(elb, &tg_arn),
+            endpoint_service::ensure_principals(
+                ec2,
+                &service.id,
+                &want.spec.allowed_principals,
+                fresh_service,
+                progress
+            ),
+            health::read(elb, &tg_arn, fresh_tg),
         )?;
         if !own_group {
             // Switched to given groups: the chain's own is no longer attached.
@@ -313,12 +369,16 @@ impl<'a> Chain<'a> {
     /// what is left of the chain even after the service itself is gone.
     pub async fn mark_answered(&self, service_id: &str, elb_arns: Vec<String>) -> Result<()> {
         let answered = BTreeMap::from([(ANSWERED_TAG.to_string(), service_id.to_string())]);
-        tags::tag_elb(&self.aws.elb, elb_arns, &answered).await?;
-        endpoint_service::tag(&self.aws.ec2, service_id, &answered).await
+        // Moments after the resources were created: a NotFound is AWS catching up.
+        tokio::try_join!(
+            tags::tag_elb(&self.aws.elb, elb_arns, &answered, true),
+            endpoint_service::tag(&self.aws.ec2, service_id, &answered, true),
+        )?;
+        Ok(())
     }
 
     /// Deletes a whole generation, in the order AWS requires: the database rules
-    /// and the endpoint service, listeners, load balancer, its security group (AWS
+    /// and the endpoint service, the load balancer with its listeners, its security group (AWS
     /// refuses while the load balancer uses it), target group (kept for last: it
     /// carries the answered mark a Delete delivered again looks for). What is
     /// already gone is skipped.
@@ -332,10 +392,10 @@ impl<'a> Chain<'a> {
             Ok(())
         };
         tokio::try_join!(ingress::remove(ec2, &group.ingress_rules, progress), services)?;
-        futures::future::try_join_all(group.load_balancers.iter().map(|lb| async move {
-            listener::delete_all(elb, &lb.arn, progress).await?;
-            load_balancer::delete(elb, &lb.arn, MAX_STATE_WAIT, progress).await
-        }))
+        // Deleting a load balancer deletes its listeners, which frees the target group.
+        futures::future::try_join_all(
+            group.load_balancers.iter().map(|lb| load_balancer::delete(elb, &lb.arn, MAX_STATE_WAIT, progress)),
+        )
         .await?;
         for security_group in &group.security_groups {
             security_group::delete(ec2, &security_group.id, progress).await?;

@@ -9,8 +9,9 @@ use std::time::Duration;
 use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, SecurityGroup as SdkGroup, TagSpecification};
 use tracing::info;
 
+use super::poll::{self, GROUP_NOT_FOUND};
 use super::rules::{self, Rule};
-use super::tags::{self, GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG, Tags};
+use super::tags::{self, LOGICAL_ID_TAG, STACK_ID_TAG, Tags};
 use super::{Desired, Owner, Progress};
 use crate::error::{Error, Result, code_of};
 
@@ -54,6 +55,33 @@ pub async fn list_owned(ec2: &aws_sdk_ec2::Client, owner: &Owner) -> Result<Vec<
         .collect())
 }
 
+/// Those of `ids` that this owner made, with their generation.
+pub async fn owned_among(
+    ec2: &aws_sdk_ec2::Client,
+    owner: &Owner,
+    ids: &BTreeSet<String>,
+) -> Result<Vec<SecurityGroup>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found = ec2
+        .describe_security_groups()
+        .filters(rules::filter("group-id", ids.iter().map(String::as_str)))
+        .send()
+        .await
+        .map_err(Error::aws("reading the load balancer's security groups (DescribeSecurityGroups)"))?;
+    Ok(found
+        .security_groups
+        .unwrap_or_default()
+        .into_iter()
+        .map(SecurityGroup::from_sdk)
+        .filter_map(|mut group| {
+            group.generation = tags::owned_generation(owner, &group.tags)?;
+            Some(group)
+        })
+        .collect())
+}
+
 /// Creates the chain's security group, or brings an existing one's rules and tags
 /// to what is wanted. Returns its ID.
 pub async fn ensure(
@@ -67,15 +95,16 @@ pub async fn ensure(
     let wanted = wanted_rules(want);
     let Some(group) = existing else {
         let id = create(ec2, want, tags).await?;
+        progress.record("security group", &id);
         // A new group allows all outbound traffic and nothing inbound.
         let default_egress = Wanted { egress: true, protocol: "-1".into(), from: -1, to: -1, cidr: "0.0.0.0/0".into() };
-        apply(ec2, &id, &wanted, &BTreeSet::from([default_egress]), &BTreeMap::new(), tags).await?;
+        apply(ec2, &id, &wanted, &BTreeSet::from([default_egress]), &BTreeMap::new(), tags, true).await?;
         return Ok(id);
     };
     let current = rules::describe(ec2, vec![rules::filter("group-id", [group.id.as_str()])]).await?;
     let ids: BTreeMap<Wanted, String> = current.iter().map(|rule| (Wanted::of(rule), rule.id.clone())).collect();
     let current: BTreeSet<Wanted> = ids.keys().cloned().collect();
-    apply(ec2, &group.id, &wanted, &current, &ids, tags).await?;
+    apply(ec2, &group.id, &wanted, &current, &ids, tags, false).await?;
     let (set, _) = tags.difference(&group.tags);
     if !set.is_empty() {
         tag(ec2, &group.id, &set).await?;
@@ -118,11 +147,8 @@ async fn adopt(ec2: &aws_sdk_ec2::Client, name: &str, vpc_id: &str, tags: &Tags)
         .await
         .map_err(Error::aws("reading the load balancer's security group (DescribeSecurityGroups)"))?;
     let group = found.security_groups.unwrap_or_default().into_iter().next().map(SecurityGroup::from_sdk);
-    let ours = |group: &SecurityGroup| {
-        [STACK_ID_TAG, LOGICAL_ID_TAG, GENERATION_TAG].iter().all(|key| group.tags.get(*key) == tags.wanted.get(*key))
-    };
     match group {
-        Some(group) if ours(&group) => Ok(group.id),
+        Some(group) if tags.is_same_generation(&group.tags) => Ok(group.id),
         _ => Err(Error::Unexpected {
             step: "creating the load balancer's security group",
             message: format!("a security group named {name} already exists in {vpc_id} and was not made by this stack"),
@@ -177,6 +203,7 @@ async fn apply(
     current: &BTreeSet<Wanted>,
     rule_ids: &BTreeMap<Wanted, String>,
     tags: &Tags,
+    fresh: bool,
 ) -> Result<()> {
     let permissions = |egress: bool, rules: Vec<&Wanted>| -> Vec<IpPermission> {
         rules
@@ -204,27 +231,31 @@ async fn apply(
         if ingress.is_empty() {
             return Ok(());
         }
-        ec2.authorize_security_group_ingress()
-            .group_id(group_id)
-            .set_ip_permissions(Some(ingress))
-            .tag_specifications(rule_tags())
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(Error::aws("allowing the database port into the load balancer (AuthorizeSecurityGroupIngress)"))
+        poll::settled(fresh, GROUP_NOT_FOUND, || {
+            ec2.authorize_security_group_ingress()
+                .group_id(group_id)
+                .set_ip_permissions(Some(ingress.clone()))
+                .tag_specifications(rule_tags())
+                .send()
+        })
+        .await
+        .map(|_| ())
+        .map_err(Error::aws("allowing the database port into the load balancer (AuthorizeSecurityGroupIngress)"))
     };
     let add_egress = async {
         if egress.is_empty() {
             return Ok(());
         }
-        ec2.authorize_security_group_egress()
-            .group_id(group_id)
-            .set_ip_permissions(Some(egress))
-            .tag_specifications(rule_tags())
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(Error::aws("allowing the load balancer out to the database (AuthorizeSecurityGroupEgress)"))
+        poll::settled(fresh, GROUP_NOT_FOUND, || {
+            ec2.authorize_security_group_egress()
+                .group_id(group_id)
+                .set_ip_permissions(Some(egress.clone()))
+                .tag_specifications(rule_tags())
+                .send()
+        })
+        .await
+        .map(|_| ())
+        .map_err(Error::aws("allowing the load balancer out to the database (AuthorizeSecurityGroupEgress)"))
     };
     tokio::try_join!(add_ingress, add_egress)?;
     // Revoked after the new rules are in, so the path is never closed in between.
@@ -237,14 +268,16 @@ async fn apply(
             continue;
         }
         let revoked = if egress {
-            ec2.revoke_security_group_egress()
-                .group_id(group_id)
-                .set_security_group_rule_ids(Some(ids).filter(|ids| !ids.is_empty()))
-                .set_ip_permissions(Some(by_permission).filter(|p| !p.is_empty()))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(Error::aws("removing the load balancer's other outbound rules (RevokeSecurityGroupEgress)"))
+            poll::settled(fresh, GROUP_NOT_FOUND, || {
+                ec2.revoke_security_group_egress()
+                    .group_id(group_id)
+                    .set_security_group_rule_ids(Some(ids.clone()).filter(|ids| !ids.is_empty()))
+                    .set_ip_permissions(Some(by_permission.clone()).filter(|p| !p.is_empty()))
+                    .send()
+            })
+            .await
+            .map(|_| ())
+            .map_err(Error::aws("removing the load balancer's other outbound rules (RevokeSecurityGroupEgress)"))
         } else {
             ec2.revoke_security_group_ingress()
                 .group_id(group_id)

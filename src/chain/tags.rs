@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_elasticloadbalancingv2 as elbv2;
 
-use super::{Owner, Progress};
+use super::{Owner, Progress, poll};
 use crate::error::{Error, Result};
 
 pub const STACK_ID_TAG: &str = "reverse-privatelink:stack-id";
@@ -58,6 +58,11 @@ impl Tags {
         self.wanted.iter().map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build()).collect()
     }
 
+    /// Whether `current` are the tags of a resource of this very generation and owner.
+    pub fn is_same_generation(&self, current: &BTreeMap<String, String>) -> bool {
+        [STACK_ID_TAG, LOGICAL_ID_TAG, GENERATION_TAG].iter().all(|key| current.get(*key) == self.wanted.get(*key))
+    }
+
     /// Tags to set and keys to remove so that `current` becomes what is wanted;
     /// tags nobody asked for (set by other tools) are left alone.
     pub fn difference(&self, current: &BTreeMap<String, String>) -> (BTreeMap<String, String>, Vec<String>) {
@@ -83,14 +88,30 @@ pub async fn describe_elb(
     elb: &elbv2::Client,
     arns: Vec<String>,
 ) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
-    let batches = arns
-        .chunks(DESCRIBE_TAGS_BATCH)
-        .map(|batch| elb.describe_tags().set_resource_arns(Some(batch.to_vec())).send());
+    // One missing resource fails a whole batch, so a batch that fails so is asked again one by one.
+    let batches = arns.chunks(DESCRIBE_TAGS_BATCH).map(|batch| async move {
+        match elb.describe_tags().set_resource_arns(Some(batch.to_vec())).send().await {
+            Ok(answer) => Ok(vec![answer]),
+            Err(err) if is_not_found(&err) && batch.len() > 1 => {
+                let single = batch.iter().map(|arn| async move {
+                    match elb.describe_tags().resource_arns(arn).send().await {
+                        Ok(answer) => Ok(Some(answer)),
+                        Err(err) if is_not_found(&err) => Ok(None),
+                        Err(err) => Err(err),
+                    }
+                });
+                Ok(futures::future::try_join_all(single).await?.into_iter().flatten().collect())
+            }
+            Err(err) if is_not_found(&err) => Ok(Vec::new()),
+            Err(err) => Err(err),
+        }
+    });
     let answers = futures::future::try_join_all(batches)
         .await
         .map_err(Error::aws("reading load balancer tags (DescribeTags)"))?;
     Ok(answers
         .into_iter()
+        .flatten()
         .flat_map(|answer| answer.tag_descriptions.unwrap_or_default())
         .filter_map(|description| {
             let tags = description
@@ -101,6 +122,13 @@ pub async fn describe_elb(
             Some((description.resource_arn?, tags.collect()))
         })
         .collect())
+}
+
+fn is_not_found<R>(err: &elbv2::error::SdkError<elbv2::operation::describe_tags::DescribeTagsError, R>) -> bool {
+    matches!(
+        crate::error::code_of(err),
+        Some("LoadBalancerNotFound" | "TargetGroupNotFound" | "ListenerNotFound" | "RuleNotFound")
+    )
 }
 
 /// Brings an ELB resource's tags to what is wanted.
@@ -114,7 +142,7 @@ pub async fn sync_elb(
     let (set, remove) = tags.difference(current);
     if !set.is_empty() {
         let _step = progress.step("tagging the load balancer resources");
-        tag_elb(elb, vec![arn.to_string()], &set).await?;
+        tag_elb(elb, vec![arn.to_string()], &set, false).await?;
     }
     if !remove.is_empty() {
         let _step = progress.step("removing dropped tags");
@@ -128,18 +156,24 @@ pub async fn sync_elb(
     Ok(())
 }
 
-/// Sets `tags` on several ELB resources in one call.
-pub async fn tag_elb(elb: &elbv2::Client, arns: Vec<String>, tags: &BTreeMap<String, String>) -> Result<()> {
+/// Sets `tags` on several ELB resources in one call; `fresh`: made moments ago.
+pub async fn tag_elb(
+    elb: &elbv2::Client,
+    arns: Vec<String>,
+    tags: &BTreeMap<String, String>,
+    fresh: bool,
+) -> Result<()> {
     if arns.is_empty() || tags.is_empty() {
         return Ok(());
     }
-    let tags = tags.iter().map(|(k, v)| elbv2::types::Tag::builder().key(k).value(v).build());
-    elb.add_tags()
-        .set_resource_arns(Some(arns))
-        .set_tags(Some(tags.collect()))
-        .send()
-        .await
-        .map_err(Error::aws("tagging the load balancer resources (AddTags)"))?;
+    let tags: Vec<elbv2::types::Tag> =
+        tags.iter().map(|(k, v)| elbv2::types::Tag::builder().key(k).value(v).build()).collect();
+    let not_found = &["LoadBalancerNotFound", "TargetGroupNotFound", "ListenerNotFound"];
+    poll::settled(fresh, not_found, || {
+        elb.add_tags().set_resource_arns(Some(arns.clone())).set_tags(Some(tags.clone())).send()
+    })
+    .await
+    .map_err(Error::aws("tagging the load balancer resources (AddTags)"))?;
     Ok(())
 }
 

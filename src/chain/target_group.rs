@@ -7,8 +7,9 @@ use std::time::Duration;
 use aws_sdk_elasticloadbalancingv2 as elbv2;
 use elbv2::types::{ProtocolEnum, TargetDescription, TargetGroupAttribute, TargetHealthStateEnum, TargetTypeEnum};
 
+use super::poll::{self, TARGET_GROUP_NOT_FOUND};
 use super::tags::{self, Tags};
-use super::{Desired, Owner, Progress};
+use super::{Desired, Progress};
 use crate::error::{Error, Result, code_of};
 
 /// Tells AWS a target outside the VPC (peering, Transit Gateway, on-premises) may take traffic from every zone.
@@ -32,34 +33,48 @@ pub struct TargetGroup {
     pub tags: BTreeMap<String, String>,
 }
 
-pub async fn list_owned(elb: &elbv2::Client, owner: &Owner) -> Result<Vec<TargetGroup>> {
-    let all: Vec<_> = elb
-        .describe_target_groups()
-        .into_paginator()
-        .items()
-        .send()
-        .try_collect()
-        .await
-        .map_err(Error::aws("listing target groups (DescribeTargetGroups)"))?;
-    let all: Vec<TargetGroup> = all
-        .into_iter()
-        .map(|tg| TargetGroup {
+impl TargetGroup {
+    fn from_sdk(tg: elbv2::types::TargetGroup) -> Self {
+        TargetGroup {
             arn: tg.target_group_arn.unwrap_or_default(),
             port: tg.port.and_then(|p| u16::try_from(p).ok()).unwrap_or_default(),
             vpc_id: tg.vpc_id.unwrap_or_default(),
             generation: String::new(),
             tags: BTreeMap::new(),
-        })
-        .collect();
-    let mut tags = tags::describe_elb(elb, all.iter().map(|tg| tg.arn.clone()).collect()).await?;
-    Ok(all
-        .into_iter()
-        .filter_map(|mut tg| {
-            tg.tags = tags.remove(&tg.arn)?;
-            tg.generation = tags::owned_generation(owner, &tg.tags)?;
-            Some(tg)
-        })
-        .collect())
+        }
+    }
+}
+
+/// A target group as a tag index lists it: ARN and tags; port and VPC are read when needed.
+pub fn from_index(arn: String, tags: BTreeMap<String, String>, generation: String) -> TargetGroup {
+    TargetGroup { arn, port: 0, vpc_id: String::new(), generation, tags }
+}
+
+/// The target groups with these ARNs, or called these names, as AWS describes them now (no tags).
+pub async fn describe(elb: &elbv2::Client, arns: Vec<String>, names: Vec<String>) -> Result<Vec<TargetGroup>> {
+    if arns.is_empty() && names.is_empty() {
+        return Ok(Vec::new());
+    }
+    let answer = elb
+        .describe_target_groups()
+        .set_target_group_arns(Some(arns).filter(|a| !a.is_empty()))
+        .set_names(Some(names).filter(|n| !n.is_empty()))
+        .send()
+        .await;
+    match answer {
+        Ok(answer) => Ok(answer.target_groups.unwrap_or_default().into_iter().map(TargetGroup::from_sdk).collect()),
+        Err(err) if code_of(&err) == Some("TargetGroupNotFound") => Ok(Vec::new()),
+        Err(err) => Err(Error::aws("reading the target group (DescribeTargetGroups)")(err)),
+    }
+}
+
+/// The target groups a load balancer's listeners forward to.
+pub async fn by_load_balancer(elb: &elbv2::Client, lb_arn: &str) -> Result<Vec<TargetGroup>> {
+    match elb.describe_target_groups().load_balancer_arn(lb_arn).send().await {
+        Ok(answer) => Ok(answer.target_groups.unwrap_or_default().into_iter().map(TargetGroup::from_sdk).collect()),
+        Err(err) if matches!(code_of(&err), Some("LoadBalancerNotFound" | "TargetGroupNotFound")) => Ok(Vec::new()),
+        Err(err) => Err(Error::aws("reading the load balancer's target group (DescribeTargetGroups)")(err)),
+    }
 }
 
 pub fn replacement_reasons(tg: &TargetGroup, want: &Desired<'_>) -> Vec<String> {
@@ -75,33 +90,45 @@ pub fn replacement_reasons(tg: &TargetGroup, want: &Desired<'_>) -> Vec<String> 
     reasons
 }
 
-/// Creates the target group or brings an existing one's tags up to date. Returns its ARN.
+/// Creates the target group or brings an existing one's tags and attributes up to
+/// date. Returns its ARN and whether this call created it.
 pub async fn ensure(
     elb: &elbv2::Client,
     existing: Option<&TargetGroup>,
     want: &Desired<'_>,
     tags: &Tags,
     progress: &Progress,
-) -> Result<String> {
+) -> Result<(String, bool)> {
     if let Some(tg) = existing {
         tokio::try_join!(
             tags::sync_elb(elb, &tg.arn, &tg.tags, tags, progress),
             ensure_attributes(elb, &tg.arn, false)
         )?;
-        return Ok(tg.arn.clone());
+        return Ok((tg.arn.clone(), false));
     }
     let _step = progress.step("creating the target group");
+    let name = want.resource_name();
     let created = elb
         .create_target_group()
-        .name(want.resource_name())
+        .name(&name)
         .protocol(ProtocolEnum::Tcp)
         .port(i32::from(want.resolved.port))
         .vpc_id(&want.resolved.network.vpc_id)
         .target_type(TargetTypeEnum::Ip)
         .set_tags(Some(tags.elb()))
         .send()
-        .await
-        .map_err(Error::aws("creating the target group (CreateTargetGroup)"))?;
+        .await;
+    let created = match created {
+        Ok(created) => created,
+        // An earlier attempt of the same request made it (the name carries the generation), or someone else did.
+        Err(err) if code_of(&err) == Some("DuplicateTargetGroupName") => {
+            let Some(tg) = adopt(elb, &name, tags).await? else {
+                return Err(Error::aws("creating the target group (CreateTargetGroup)")(err));
+            };
+            return Box::pin(ensure(elb, Some(&tg), want, tags, progress)).await;
+        }
+        Err(err) => return Err(Error::aws("creating the target group (CreateTargetGroup)")(err)),
+    };
     let arn =
         created.target_groups.and_then(|tgs| tgs.into_iter().next()).and_then(|tg| tg.target_group_arn).ok_or_else(
             || Error::Unexpected {
@@ -109,8 +136,18 @@ pub async fn ensure(
                 message: "CreateTargetGroup returned no ARN".into(),
             },
         )?;
+    progress.record("target group", &arn);
     ensure_attributes(elb, &arn, true).await?;
-    Ok(arn)
+    Ok((arn, true))
+}
+
+/// The target group called `name` if this chain's generation made it.
+async fn adopt(elb: &elbv2::Client, name: &str, tags: &Tags) -> Result<Option<TargetGroup>> {
+    let Some(mut tg) = describe(elb, Vec::new(), vec![name.to_string()]).await?.into_iter().next() else {
+        return Ok(None);
+    };
+    tg.tags = tags::describe_elb(elb, vec![tg.arn.clone()]).await?.remove(&tg.arn).unwrap_or_default();
+    Ok(tags.is_same_generation(&tg.tags).then_some(tg))
 }
 
 /// Sets the failover-friendly attributes; a target group created just now has AWS's defaults, so it is not read first.
@@ -131,24 +168,43 @@ async fn ensure_attributes(elb: &elbv2::Client, arn: &str, fresh: bool) -> Resul
             return Ok(());
         }
     }
-    elb.modify_target_group_attributes()
-        .target_group_arn(arn)
-        .set_attributes(Some(
-            ATTRIBUTES.iter().map(|(k, v)| TargetGroupAttribute::builder().key(*k).value(*v).build()).collect(),
-        ))
-        .send()
-        .await
-        .map_err(Error::aws("setting the target group's deregistration attributes (ModifyTargetGroupAttributes)"))?;
+    poll::settled(fresh, TARGET_GROUP_NOT_FOUND, || {
+        elb.modify_target_group_attributes()
+            .target_group_arn(arn)
+            .set_attributes(Some(
+                ATTRIBUTES.iter().map(|(k, v)| TargetGroupAttribute::builder().key(*k).value(*v).build()).collect(),
+            ))
+            .send()
+    })
+    .await
+    .map_err(Error::aws("setting the target group's deregistration attributes (ModifyTargetGroupAttributes)"))?;
     Ok(())
 }
 
-/// Makes the wanted addresses the only targets.
-pub async fn ensure_targets(elb: &elbv2::Client, arn: &str, want: &Desired<'_>, progress: &Progress) -> Result<()> {
+/// Makes the wanted addresses the only targets. A target group created just now
+/// has none, so it is not read first.
+pub async fn ensure_targets(
+    elb: &elbv2::Client,
+    arn: &str,
+    fresh: bool,
+    want: &Desired<'_>,
+    progress: &Progress,
+) -> Result<()> {
     let _step = progress.step("registering the database writer as the target");
-    let current = registered(elb, arn).await?;
+    let current = if fresh { Registered::new() } else { registered(elb, arn).await? };
     let network = &want.resolved.network;
-    set_targets(elb, arn, &current, &want.resolved.target_ips, want.resolved.port, &|ip| network.contains(ip)).await?;
+    let wanted =
+        Targets { ips: &want.resolved.target_ips, port: want.resolved.port, in_vpc: &|ip| network.contains(ip) };
+    set_targets(elb, arn, &current, &wanted, fresh).await?;
     Ok(())
+}
+
+/// The addresses a target group should hold, on `port`; `in_vpc` tells whether an
+/// address is inside the target group's VPC.
+pub struct Targets<'a> {
+    pub ips: &'a BTreeSet<Ipv4Addr>,
+    pub port: u16,
+    pub in_vpc: &'a dyn Fn(Ipv4Addr) -> bool,
 }
 
 /// A registered target: address (or other ID) and port.
@@ -180,22 +236,22 @@ pub struct TargetChange {
 }
 
 /// Registers the wanted addresses, then deregisters every other target, so the
-/// writer is the only one and is never left without a target in between.
-/// `in_vpc` tells whether an address is inside the target group's VPC.
+/// writer is the only one and is never left without a target in between. `fresh`:
+/// the target group was created moments ago.
 pub async fn set_targets(
     elb: &elbv2::Client,
     arn: &str,
     current: &Registered,
-    wanted: &BTreeSet<Ipv4Addr>,
-    port: u16,
-    in_vpc: &dyn Fn(Ipv4Addr) -> bool,
+    wanted: &Targets<'_>,
+    fresh: bool,
 ) -> Result<TargetChange> {
-    let port = i32::from(port);
-    let wanted_pairs: Registered = wanted.iter().map(|ip| (ip.to_string(), port)).collect();
+    let port = i32::from(wanted.port);
+    let wanted_pairs: Registered = wanted.ips.iter().map(|ip| (ip.to_string(), port)).collect();
     let register: Vec<TargetDescription> = wanted
+        .ips
         .iter()
         .filter(|ip| !current.contains(&(ip.to_string(), port)))
-        .map(|ip| target(*ip, port, in_vpc(*ip)))
+        .map(|ip| target(*ip, port, (wanted.in_vpc)(*ip)))
         .collect();
     let stale: Vec<&(String, i32)> = current.difference(&wanted_pairs).collect();
     let change = TargetChange {
@@ -203,12 +259,11 @@ pub async fn set_targets(
         deregistered: stale.iter().map(|(id, _)| id.clone()).collect(),
     };
     if !register.is_empty() {
-        elb.register_targets()
-            .target_group_arn(arn)
-            .set_targets(Some(register))
-            .send()
-            .await
-            .map_err(Error::aws("registering the database writer (RegisterTargets)"))?;
+        poll::settled(fresh, TARGET_GROUP_NOT_FOUND, || {
+            elb.register_targets().target_group_arn(arn).set_targets(Some(register.clone())).send()
+        })
+        .await
+        .map_err(Error::aws("registering the database writer (RegisterTargets)"))?;
     }
     if !stale.is_empty() {
         let deregister = stale.iter().map(|(id, port)| TargetDescription::builder().id(id).port(*port).build());

@@ -6,6 +6,7 @@
 mod delivery;
 mod event;
 mod response;
+mod status;
 
 use std::fmt::Display;
 use std::future::Future;
@@ -19,6 +20,7 @@ pub use aws_lambda_events::cloudformation::{CreateRequest, DeleteRequest, Update
 pub use delivery::{DeliveryError, ResponseSender};
 pub use event::{Request, redact};
 pub use response::{MAX_BODY_BYTES, Success};
+pub use status::{ResourceStatus, StatusReader};
 
 pub use crate::deadline::Deadline;
 use crate::deadline::panic_message;

@@ -190,10 +190,9 @@ impl Sync {
                 writer.instance.as_deref().unwrap_or("instance")
             )
         });
-        target_group::set_targets(elb, arn, &current, &BTreeSet::from([writer.address]), group.port, &|ip| {
-            group.blocks.contains(ip)
-        })
-        .await?;
+        let wanted = BTreeSet::from([writer.address]);
+        let targets = target_group::Targets { ips: &wanted, port: group.port, in_vpc: &|ip| group.blocks.contains(ip) };
+        target_group::set_targets(elb, arn, &current, &targets, false).await?;
         Ok(Outcome { old, writer, zone_problem })
     }
 

@@ -396,7 +396,7 @@ async fn a_delete_interrupted_after_the_service_went_finishes_when_delivered_aga
 }
 
 #[tokio::test]
-async fn a_delete_naming_one_chain_leaves_the_others_alone() {
+async fn a_delete_naming_one_chain_leaves_the_other_answered_chains_alone_and_removes_leftovers() {
     let h = Harness::new().await;
     let props = h.properties();
     let first = h.create(&props).await;
@@ -410,5 +410,6 @@ async fn a_delete_naming_one_chain_leaves_the_others_alone() {
     assert_eq!(h.chain(&second).await, second_view);
     let inventory = h.inventory().await;
     assert_eq!(inventory.services, [id(&second)].into());
-    assert!(inventory.load_balancers.contains(&debris), "only a Delete that names no service sweeps unanswered chains");
+    assert!(!inventory.load_balancers.contains(&debris), "every later event of the resource removes leftovers");
+    assert_eq!(inventory.load_balancers.len(), 1);
 }

@@ -164,21 +164,48 @@ fn action_of(headers: &axum::http::HeaderMap, body: &[u8]) -> String {
         .to_string()
 }
 
-fn is_ec2(body: &[u8]) -> bool {
-    String::from_utf8_lossy(body).contains("Version=2016-11-15")
+/// How a service speaks, for answering in its own error format.
+#[derive(Clone, Copy, PartialEq)]
+enum Protocol {
+    Ec2,
+    /// ELB, RDS, CloudFormation.
+    Query,
+    /// The Resource Groups Tagging API.
+    Json,
 }
 
-fn throttled(ec2: bool) -> Response<Body> {
-    if ec2 {
-        aws_error(true, StatusCode::SERVICE_UNAVAILABLE, "RequestLimitExceeded", "Request limit exceeded.")
+fn protocol(headers: &axum::http::HeaderMap, body: &[u8]) -> Protocol {
+    if headers.contains_key("x-amz-target") {
+        Protocol::Json
+    } else if String::from_utf8_lossy(body).contains("Version=2016-11-15") {
+        Protocol::Ec2
     } else {
-        aws_error(false, StatusCode::BAD_REQUEST, "Throttling", "Rate exceeded")
+        Protocol::Query
     }
 }
 
-/// An error as EC2 (its own XML) or the query-protocol services (ELB, RDS, CloudFormation) send it.
-fn aws_error(ec2: bool, status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    let body = if ec2 {
+fn throttled(protocol: Protocol) -> Response<Body> {
+    match protocol {
+        Protocol::Ec2 => {
+            aws_error(protocol, StatusCode::SERVICE_UNAVAILABLE, "RequestLimitExceeded", "Request limit exceeded.")
+        }
+        Protocol::Query => aws_error(protocol, StatusCode::BAD_REQUEST, "Throttling", "Rate exceeded"),
+        Protocol::Json => aws_error(protocol, StatusCode::BAD_REQUEST, "ThrottledException", "Rate exceeded"),
+    }
+}
+
+/// An error as EC2 (its own XML), the query-protocol services or the JSON ones send it.
+fn aws_error(protocol: Protocol, status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    if protocol == Protocol::Json {
+        let body = format!("{{\"__type\": \"{code}\", \"Message\": \"{message}\"}}");
+        return Response::builder()
+            .status(status)
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amzn-errortype", code)
+            .body(Body::from(body))
+            .unwrap();
+    }
+    let body = if protocol == Protocol::Ec2 {
         format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"
         )
@@ -206,9 +233,10 @@ async fn handle(
         shared.injected.lock().unwrap().push((action.clone(), fault.clone()));
     }
     match &fault {
-        Some(Fault::Throttle) => return Ok(throttled(is_ec2(&body))),
+        Some(Fault::Throttle) => return Ok(throttled(protocol(&parts.headers, &body))),
         Some(Fault::Refuse(code)) => {
-            return Ok(aws_error(is_ec2(&body), StatusCode::BAD_REQUEST, code, "refused by the fault proxy"));
+            let protocol = protocol(&parts.headers, &body);
+            return Ok(aws_error(protocol, StatusCode::BAD_REQUEST, code, "refused by the fault proxy"));
         }
         Some(Fault::ServerError(code)) => {
             return Ok(Response::builder().status(*code).body(Body::from("<html>server error</html>")).unwrap());

@@ -1,0 +1,368 @@
+//! The custom resource: turns Create, Update and Delete requests into desired
+//! state and hands it to the chain. Owns the rules that tie CloudFormation's
+//! lifecycle to the chains:
+//! - a request works on the generation its request ID names; a new chain is
+//!   answered only while CloudFormation still waits, and marked answered only
+//!   once CloudFormation shows it took the answer;
+//! - an Update changes the named chain in place when AWS can, else answers with
+//!   an answered chain that already matches (a rollback after a replacement), else
+//!   builds a new generation;
+//! - a failed or abandoned build removes what it made, and every later event of
+//!   the resource removes the chains CloudFormation never received.
+
+mod cleanup;
+mod watch;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tracing::{error, info, warn};
+
+use crate::aws::Aws;
+use crate::chain::{self, Built, Chain, Desired, Group, Owner};
+use crate::cloudformation::{
+    CreateRequest, CustomResource, DeleteRequest, Request, StatusReader, Success, UpdateRequest,
+};
+use crate::database::Databases;
+use crate::deadline::{Deadline, Progress, within};
+use crate::error::{Error, Result};
+use crate::resolve::{Resolution, resolve};
+use crate::spec::{Spec, tag_keys};
+use watch::{Acceptance, StillAwaited, acceptance};
+
+/// Physical IDs of this resource are endpoint service IDs.
+const SERVICE_ID_PREFIX: &str = "vpce-svc-";
+
+/// The reverse-PrivateLink custom resource.
+pub struct ReversePrivateLink {
+    aws: Aws,
+    databases: Databases,
+    status: StatusReader,
+    /// What to do once CloudFormation has an answer, by request ID.
+    after_answer: Mutex<BTreeMap<String, AfterAnswer>>,
+}
+
+/// A chain CloudFormation has just been given, to be marked answered.
+struct AfterAnswer {
+    /// The load balancer and target group, which carry the mark with the service.
+    elb_arns: Vec<String>,
+    /// Everything the request made, removed if CloudFormation did not take it.
+    made: Group,
+    /// A new chain: marked only once CloudFormation shows it took it.
+    confirm: bool,
+    watch: Arc<StillAwaited>,
+}
+
+impl ReversePrivateLink {
+    pub fn new(aws: Aws, databases: Databases) -> Self {
+        let status = StatusReader::new(aws.cloudformation.clone());
+        ReversePrivateLink { aws, databases, status, after_answer: Mutex::default() }
+    }
+}
+
+impl CustomResource for ReversePrivateLink {
+    type Error = Error;
+
+    async fn handle(&self, request: &Request, deadline: &Deadline) -> Result<Success> {
+        match request {
+            // Boxed: each request's future nests the whole chain and would not fit a thread's stack.
+            Request::Create(create) => Box::pin(self.create(create, deadline)).await,
+            Request::Update(update) => Box::pin(self.update(update, deadline)).await,
+            Request::Delete(delete) => Box::pin(self.delete(delete, deadline)).await,
+            _ => Err(Error::property("RequestType", "not Create, Update or Delete")),
+        }
+    }
+
+    async fn answered(&self, request: &Request, success: &Success) {
+        let request_id = match request {
+            Request::Create(create) => &create.request_id,
+            Request::Update(update) => &update.request_id,
+            _ => return,
+        };
+        let pending = self.after_answer.lock().unwrap_or_else(PoisonError::into_inner).remove(request_id);
+        let Some(AfterAnswer { elb_arns, made, confirm, watch }) = pending else { return };
+        let chain = self.chain(&watch.stack_id, &watch.logical_id);
+        let service_id = &success.physical_resource_id;
+        // A moment ago CloudFormation knew no such stack: nobody can have cancelled the request.
+        if confirm && watch.stack_known() != Some(false) {
+            match acceptance(&watch, service_id).await {
+                Acceptance::Taken => {}
+                Acceptance::Refused(status) => {
+                    warn!(%service_id, %status, "CloudFormation did not take the answer; removing the chain");
+                    if let Err(error) = chain.teardown(&made, &Progress::default()).await {
+                        error!(%error, "could not remove the chain; the next event of this resource removes it");
+                    }
+                    return;
+                }
+                Acceptance::Unsure => {
+                    // Unmarked it is still safe: the chain CloudFormation holds is never swept.
+                    warn!(%service_id, "CloudFormation has not shown whether it took the answer; leaving the chain unmarked");
+                    return;
+                }
+            }
+        }
+        match chain.mark_answered(service_id, elb_arns).await {
+            Ok(()) => info!(%service_id, "recorded that CloudFormation has the chain"),
+            Err(error) => error!(%service_id, %error, "could not record that CloudFormation has the chain"),
+        }
+    }
+}
+
+impl ReversePrivateLink {
+    fn chain(&self, stack_id: &str, logical_id: &str) -> Chain<'_> {
+        Chain::new(&self.aws, Owner { stack_id: stack_id.to_string(), logical_id: logical_id.to_string() })
+    }
+
+    fn watch(&self, stack_id: &str, logical_id: &str) -> Arc<StillAwaited> {
+        Arc::new(StillAwaited::new(self.status.clone(), stack_id, logical_id))
+    }
+
+    async fn create(&self, request: &CreateRequest, deadline: &Deadline) -> Result<Success> {
+        let spec = Spec::from_properties(&request.resource_properties, &request.stack_id)?;
+        let chain = self.chain(&request.stack_id, &request.logical_resource_id);
+        let generation = chain::generation(&request.request_id);
+        let name = format!("{}-{generation}", spec.name);
+        let watch = self.watch(&request.stack_id, &request.logical_resource_id);
+        let progress = Progress::with_checkpoint(watch.clone());
+        let built = within(
+            deadline.work_until,
+            &progress,
+            Box::pin(async {
+                let (resolution, own) = tokio::try_join!(
+                    Box::pin(resolve(&self.aws, &self.databases, &spec, &progress)),
+                    chain.own(&name, &generation),
+                )?;
+                let want = Desired {
+                    spec: &spec,
+                    resolved: &resolution.resolved,
+                    generation: generation.clone(),
+                    dropped_tag_keys: BTreeSet::new(),
+                };
+                let built = Box::pin(chain.converge(&want, own.as_ref(), &progress, deadline.waits_until())).await?;
+                // Just before answering: a cancelled Create removes what it built.
+                progress.checkpoint().await?;
+                Ok((built, resolution))
+            }),
+        )
+        .await;
+        match built {
+            Ok((built, resolution)) => {
+                let made = Group::recorded(&generation, &progress);
+                let after = AfterAnswer { elb_arns: built.elb_arns(), made, confirm: true, watch };
+                Ok(self.answer(&request.request_id, &spec, built, resolution, Some(after)))
+            }
+            Err(error @ (Error::Property { .. } | Error::Properties(_))) => Err(error),
+            Err(error) => Err(Box::pin(cleanup::after_failure(
+                &chain,
+                &name,
+                &generation,
+                &progress,
+                error,
+                deadline.cleanup_until,
+            ))
+            .await),
+        }
+    }
+
+    /// Changes the chain named by the physical ID in place where AWS can; else
+    /// answers with another chain CloudFormation already has that matches (the
+    /// rollback of a replacement); else builds a new chain, whose new ID tells
+    /// CloudFormation to delete the old one once the stack update has succeeded.
+    async fn update(&self, request: &UpdateRequest, deadline: &Deadline) -> Result<Success> {
+        let spec = Spec::from_properties(&request.resource_properties, &request.stack_id)?;
+        let dropped_tag_keys: BTreeSet<String> =
+            tag_keys(&request.old_resource_properties).into_iter().filter(|key| !spec.tags.contains_key(key)).collect();
+        let chain = self.chain(&request.stack_id, &request.logical_resource_id);
+        let replacement = chain::generation(&request.request_id);
+        let name = format!("{}-{replacement}", spec.name);
+        let watch = self.watch(&request.stack_id, &request.logical_resource_id);
+        let progress = Progress::with_checkpoint(watch.clone());
+        let physical_id = request.physical_resource_id.as_str();
+        // Set once the request starts building a new chain: only that is removed on failure.
+        let building_new = Mutex::new(false);
+        let built = within(deadline.work_until, &progress, Box::pin(async {
+            let (resolution, index) =
+                tokio::try_join!(Box::pin(resolve(&self.aws, &self.databases, &spec, &progress)), chain.by_tags())?;
+            let named = match physical_id.starts_with(SERVICE_ID_PREFIX) {
+                true => chain.named(physical_id, &index).await?,
+                false => None,
+            };
+            let base = Desired {
+                spec: &spec,
+                resolved: &resolution.resolved,
+                generation: replacement.clone(),
+                dropped_tag_keys,
+            };
+            let in_place = Box::pin(self.in_place(&chain, &base, named.as_ref(), &index)).await?;
+            let (want, existing) = match in_place {
+                Some(group) => (Desired { generation: group.generation.clone(), ..base }, Some(group)),
+                None => {
+                    *building_new.lock().unwrap_or_else(PoisonError::into_inner) = true;
+                    (base, chain.own(&name, &replacement).await?)
+                }
+            };
+            let keep: Vec<&str> = [Some(replacement.as_str()), named.as_ref().map(|g| g.generation.as_str()), Some(want.generation.as_str())]
+                .into_iter()
+                .flatten()
+                .collect();
+            // Alongside: the leftovers of crashed or failed requests of this resource go.
+            let sweep_progress = Progress::default();
+            let sweep = Box::pin(cleanup::sweep(
+                &chain,
+                &index,
+                &keep,
+                &self.status,
+                &request.stack_id,
+                &request.logical_resource_id,
+                &sweep_progress,
+            ));
+            let (built, swept) =
+                tokio::join!(Box::pin(chain.converge(&want, existing.as_ref(), &progress, deadline.waits_until())), sweep);
+            if let Err(error) = swept {
+                error!(%error, "could not remove what earlier requests left; the next event of this resource tries again");
+            }
+            let built = built?;
+            progress.checkpoint().await?;
+            let named_unmarked = existing.as_ref().is_some_and(|g| g.answered_as().is_none());
+            Ok((built, resolution, named_unmarked))
+        }))
+        .await;
+        let new_chain = *building_new.lock().unwrap_or_else(PoisonError::into_inner);
+        match built {
+            Ok((built, resolution, unmarked)) => {
+                // A chain CloudFormation already had needs marking only if its mark went missing.
+                let made = Group::recorded(&replacement, &progress);
+                let after = (new_chain || unmarked).then(|| AfterAnswer {
+                    elb_arns: built.elb_arns(),
+                    made,
+                    confirm: new_chain,
+                    watch,
+                });
+                Ok(self.answer(&request.request_id, &spec, built, resolution, after))
+            }
+            Err(error @ (Error::Property { .. } | Error::Properties(_))) => Err(error),
+            // A chain changed in place is CloudFormation's and stays.
+            Err(error) if !new_chain => Err(error),
+            Err(error) => Err(Box::pin(cleanup::after_failure(
+                &chain,
+                &name,
+                &replacement,
+                &progress,
+                error,
+                deadline.cleanup_until,
+            ))
+            .await),
+        }
+    }
+
+    /// The chain to change in place: the named one if it can take `want`, else
+    /// an answered chain of this resource that can (a rollback Update after a
+    /// replacement names the new chain but asks for the old properties).
+    async fn in_place(
+        &self,
+        chain: &Chain<'_>,
+        want: &Desired<'_>,
+        named: Option<&Group>,
+        index: &chain::Inventory,
+    ) -> Result<Option<Group>> {
+        let fits = async |group: &Group| -> Result<Option<Group>> {
+            let detailed = chain.with_details(group).await?;
+            let in_place = Desired { generation: group.generation.clone(), ..want.clone() };
+            let reasons = chain.replacement_reasons(&in_place, &detailed);
+            if !reasons.is_empty() {
+                info!(generation = %group.generation, ?reasons, "the chain cannot take the change in place");
+            }
+            Ok(reasons.is_empty().then_some(detailed))
+        };
+        match named {
+            Some(group) => {
+                if let Some(group) = fits(group).await? {
+                    return Ok(Some(group));
+                }
+            }
+            None => warn!("no chain of this resource holds the physical ID"),
+        }
+        let named_generation = named.map(|g| g.generation.as_str());
+        for group in
+            index.groups().filter(|g| g.answered_as().is_some() && Some(g.generation.as_str()) != named_generation)
+        {
+            if let Some(group) = fits(group).await? {
+                info!(generation = %group.generation, service_id = group.service_id().unwrap_or_default(), "a chain CloudFormation already has matches; answering with it");
+                return Ok(Some(group));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes the chain the physical ID names (read by its service's ID, as a tag
+    /// index can lag), then every chain of this resource CloudFormation never
+    /// received. An ID that names no service (a failed Create's, or one
+    /// CloudFormation made up after a crash or a cancelled Create) leaves only the
+    /// second part. Answered chains are live until a Delete names them.
+    async fn delete(&self, request: &DeleteRequest, deadline: &Deadline) -> Result<Success> {
+        let chain = self.chain(&request.stack_id, &request.logical_resource_id);
+        let physical_id = request.physical_resource_id.as_str();
+        let progress = Progress::default();
+        within(deadline.work_until, &progress, Box::pin(async {
+            let index = chain.by_tags().await?;
+            let named = match physical_id.starts_with(SERVICE_ID_PREFIX) {
+                true => chain.named(physical_id, &index).await?,
+                false => None,
+            };
+            match &named {
+                Some(group) => chain.teardown(group, &progress).await?,
+                None if physical_id.starts_with(SERVICE_ID_PREFIX) => {
+                    info!(physical_resource_id = %physical_id, "no chain of this resource has that ID: already deleted");
+                }
+                None => {}
+            }
+            let keep: Vec<&str> = named.as_ref().map(|g| g.generation.as_str()).into_iter().collect();
+            cleanup::sweep(&chain, &index, &keep, &self.status, &request.stack_id, &request.logical_resource_id, &progress)
+                .await
+        }))
+        .await?;
+        Ok(Success { physical_resource_id: physical_id.to_string(), data: BTreeMap::new() })
+    }
+
+    /// The answer, remembering what to do once CloudFormation has it.
+    fn answer(
+        &self,
+        request_id: &str,
+        spec: &Spec,
+        built: Built,
+        resolution: Resolution,
+        after: Option<AfterAnswer>,
+    ) -> Success {
+        if let Some(after) = after {
+            self.after_answer.lock().unwrap_or_else(PoisonError::into_inner).insert(request_id.to_string(), after);
+        }
+        success(spec, built, resolution)
+    }
+}
+
+fn success(spec: &Spec, built: Built, resolution: Resolution) -> Success {
+    let join = |items: Vec<String>| items.join(",");
+    let database = spec.database().map(|d| d.as_given().to_string()).unwrap_or_default();
+    let writer_instance = resolution.writer.and_then(|w| w.instance).unwrap_or_default();
+    let data = BTreeMap::from([
+        ("ServiceId".to_string(), built.service_id.clone()),
+        ("ServiceName".to_string(), built.service_name),
+        ("LoadBalancerArn".to_string(), built.load_balancer_arn),
+        ("LoadBalancerDnsName".to_string(), built.load_balancer_dns_name),
+        ("TargetGroupArn".to_string(), built.target_group_arn),
+        ("ListenerArn".to_string(), built.listener_arn),
+        ("AvailabilityZones".to_string(), join(built.zones.iter().map(|z| z.name.clone()).collect())),
+        ("AvailabilityZoneIds".to_string(), join(built.zones.iter().map(|z| z.id.clone()).collect())),
+        ("TargetIps".to_string(), join(built.target_ips.iter().map(ToString::to_string).collect())),
+        ("Database".to_string(), database),
+        ("WriterInstance".to_string(), writer_instance),
+        ("TargetHealth".to_string(), chain::describe_health(&built.target_health)),
+        ("SecurityGroupIds".to_string(), join(built.security_groups)),
+        (
+            "EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic".to_string(),
+            if built.enforce_inbound_on_private_link { "on" } else { "off" }.to_string(),
+        ),
+        ("SupportedRegions".to_string(), join(built.supported_regions)),
+    ]);
+    Success { physical_resource_id: built.service_id, data }
+}

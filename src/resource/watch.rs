@@ -1,0 +1,94 @@
+//! Whether CloudFormation still waits for a request, and whether it took the
+//! answer: asked before answering, before each long wait, and after answering.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::cloudformation::{ResourceStatus, StatusReader};
+use crate::deadline::Checkpoint;
+use crate::error::{Error, Result};
+
+/// How long to wait, after answering, for CloudFormation to show that it took the answer.
+const ACCEPTANCE_WAIT: Duration = Duration::from_secs(30);
+const ACCEPTANCE_POLL: Duration = Duration::from_secs(2);
+
+/// The checkpoint of a Create or Update: passes while CloudFormation still shows
+/// the resource in progress, or knows no such stack (an emulator, a local run).
+pub struct StillAwaited {
+    pub status: StatusReader,
+    pub stack_id: String,
+    pub logical_id: String,
+    /// Whether CloudFormation knew the stack when last asked.
+    known: Mutex<Option<bool>>,
+}
+
+impl StillAwaited {
+    pub fn new(status: StatusReader, stack_id: &str, logical_id: &str) -> Self {
+        StillAwaited {
+            status,
+            stack_id: stack_id.to_string(),
+            logical_id: logical_id.to_string(),
+            known: Mutex::new(None),
+        }
+    }
+
+    /// Whether any CloudFormation was seen to know the stack.
+    pub fn stack_known(&self) -> Option<bool> {
+        *self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn ask(&self) -> ResourceStatus {
+        let status = self.status.resource(&self.stack_id, &self.logical_id).await;
+        *self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(!matches!(status, ResourceStatus::Unknown(_)));
+        status
+    }
+}
+
+impl Checkpoint for StillAwaited {
+    fn check(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let status = self.ask().await;
+            if status.abandoned() {
+                warn!(%status, "CloudFormation no longer waits for this request");
+                return Err(Error::Abandoned(status.to_string()));
+            }
+            Ok(())
+        })
+    }
+}
+
+/// What CloudFormation did with an answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Acceptance {
+    /// It holds `service_id` now, or nobody could tell (no CloudFormation knows the stack).
+    Taken,
+    /// It moved on without it: the request was cancelled before the answer arrived.
+    Refused(String),
+    /// It had not shown either way within the wait.
+    Unsure,
+}
+
+/// Waits briefly for CloudFormation to show whether it took `service_id`. A Create
+/// cancelled between the last check and the answer ignores the answer; its
+/// chain must then go, or nothing would ever delete it.
+pub async fn acceptance(watch: &StillAwaited, service_id: &str) -> Acceptance {
+    let give_up = Instant::now() + ACCEPTANCE_WAIT;
+    loop {
+        let status = watch.ask().await;
+        match status {
+            ResourceStatus::Unknown(_) => return Acceptance::Taken,
+            _ if status.physical_id() == Some(service_id) => return Acceptance::Taken,
+            ResourceStatus::Settled { .. } => return Acceptance::Refused(status.to_string()),
+            ResourceStatus::InProgress { .. } if Instant::now() + ACCEPTANCE_POLL > give_up => {
+                info!("CloudFormation has not shown the answer yet");
+                return Acceptance::Unsure;
+            }
+            ResourceStatus::InProgress { .. } => tokio::time::sleep(ACCEPTANCE_POLL).await,
+        }
+    }
+}

@@ -8,6 +8,8 @@ mod following;
 mod lifecycle;
 mod protocol;
 mod reliability;
+mod simulator;
 mod support;
+mod template;
 mod traffic;
 mod validation;

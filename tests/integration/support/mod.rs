@@ -1,3 +1,4 @@
+pub mod cloudformation;
 pub mod dns;
 pub mod harness;
 pub mod http;

@@ -3,8 +3,9 @@
 //! AWS's own throttling errors, fail with a server error, add latency, drop the
 //! connection, or keep load balancers provisioning.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::http::{Request, Response, StatusCode};
@@ -30,6 +31,9 @@ pub enum Fault {
     Rewrite(Rewrite),
     /// Answers with AWS's error `code` (HTTP 400) without forwarding, as AWS refuses a call.
     Refuse(&'static str),
+    /// Holds the request before forwarding it until `Proxy::release`: the moment
+    /// for CloudFormation to do something while the function waits.
+    Pause,
 }
 
 /// A change to an answer's body.
@@ -62,8 +66,22 @@ struct Rule {
     remaining: Option<usize>,
 }
 
+/// What AWS does and the emulator does not, switched on per test.
+#[derive(Default)]
+struct Modelled {
+    /// `CreateVpcEndpointServiceConfiguration` answers a repeated `ClientToken` with the first answer.
+    client_tokens: bool,
+    answers_by_token: HashMap<String, String>,
+    /// A tag filter omits services created less than this long ago.
+    tag_filter_lag: Option<Duration>,
+    created_services: Vec<(String, Instant)>,
+}
+
 #[derive(Default)]
 struct Shared {
+    modelled: Mutex<Modelled>,
+    paused: tokio::sync::Notify,
+    release: tokio::sync::Notify,
     rules: Mutex<Vec<Rule>>,
     actions: Mutex<Vec<String>>,
     bodies: Mutex<Vec<(String, String)>>,
@@ -126,6 +144,28 @@ impl Proxy {
         bodies.iter().filter(|(a, _)| a == action).map(|(_, body)| body.clone()).collect()
     }
 
+    /// Makes a repeated client token of CreateVpcEndpointServiceConfiguration return the first service, as AWS does.
+    pub fn model_client_tokens(&self) {
+        self.shared.modelled.lock().unwrap().client_tokens = true;
+    }
+
+    /// Makes tag filters of DescribeVpcEndpointServiceConfigurations omit services created less than `lag` ago.
+    pub fn lag_service_tag_filter(&self, lag: Duration) {
+        self.shared.modelled.lock().unwrap().tag_filter_lag = Some(lag);
+    }
+
+    /// Waits until a request is held by `Pause`.
+    pub async fn paused(&self) {
+        tokio::time::timeout(Duration::from_secs(60), self.shared.paused.notified())
+            .await
+            .expect("the paused step was never reached");
+    }
+
+    /// Lets the request held by `Pause` go on.
+    pub fn release(&self) {
+        self.shared.release.notify_one();
+    }
+
     /// Waits until a request was held by `HoldAfterForwarding`.
     pub async fn held(&self) {
         tokio::time::timeout(Duration::from_secs(60), self.shared.held.notified())
@@ -150,6 +190,46 @@ fn fault_for(shared: &Shared, action: &str) -> Option<Fault> {
         *n -= 1;
     }
     Some(rule.fault.clone())
+}
+
+fn form_value(body: &str, key: &str) -> Option<String> {
+    body.split('&').find_map(|pair| pair.strip_prefix(&format!("{key}="))).map(str::to_string)
+}
+
+fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = text.find(open)? + open.len();
+    Some(&text[start..start + text[start..].find(close)?])
+}
+
+/// The answer with the top-level items of `serviceConfigurationSet` that name one of `ids` removed.
+fn without_services(text: &str, ids: &[String]) -> String {
+    let Some(set_start) = text.find("<serviceConfigurationSet>").map(|i| i + "<serviceConfigurationSet>".len()) else {
+        return text.to_string();
+    };
+    let Some(set_end) = text.find("</serviceConfigurationSet>") else { return text.to_string() };
+    let (mut kept, mut depth, mut item_start, mut i) = (String::new(), 0usize, 0usize, set_start);
+    let set = &text[..set_end];
+    while i < set_end {
+        if set[i..].starts_with("<item>") {
+            if depth == 0 {
+                item_start = i;
+            }
+            depth += 1;
+            i += "<item>".len();
+        } else if set[i..].starts_with("</item>") {
+            depth -= 1;
+            i += "</item>".len();
+            if depth == 0 {
+                let item = &set[item_start..i];
+                if !ids.iter().any(|id| item.contains(&format!("<serviceId>{id}</serviceId>"))) {
+                    kept.push_str(item);
+                }
+            }
+        } else {
+            i += set[i..].chars().next().map(char::len_utf8).unwrap_or(1);
+        }
+    }
+    format!("{}{kept}{}", &text[..set_start], &text[set_end..])
 }
 
 /// The API action: `Action=` in a query-protocol body, or the JSON protocol's `X-Amz-Target` header.
@@ -244,7 +324,24 @@ async fn handle(
         // An error from the service makes hyper close the connection without answering.
         Some(Fault::Drop) => return Err(std::io::Error::other("dropped by the fault proxy")),
         Some(Fault::Latency(delay)) => tokio::time::sleep(*delay).await,
+        Some(Fault::Pause) => {
+            shared.paused.notify_one();
+            shared.release.notified().await;
+        }
         Some(Fault::KeepProvisioning | Fault::HoldAfterForwarding | Fault::Rewrite(_)) | None => {}
+    }
+    let request_text = String::from_utf8_lossy(&body).into_owned();
+    let token = (action == "CreateVpcEndpointServiceConfiguration")
+        .then(|| form_value(&request_text, "ClientToken"))
+        .flatten()
+        .filter(|_| shared.modelled.lock().unwrap().client_tokens);
+    if let Some(answer) = token.as_ref().and_then(|t| shared.modelled.lock().unwrap().answers_by_token.get(t).cloned())
+    {
+        return Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/xml")
+            .body(Body::from(answer))
+            .unwrap());
     }
     let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let mut forward = client.request(parts.method.clone(), format!("{upstream}{path}")).body(body);
@@ -261,6 +358,29 @@ async fn handle(
     let status = answer.status();
     let content_type = answer.headers().get("content-type").cloned();
     let mut text = answer.text().await.map_err(std::io::Error::other)?;
+    if status.is_success() {
+        let mut modelled = shared.modelled.lock().unwrap();
+        if let Some(token) = token {
+            modelled.answers_by_token.insert(token, text.clone());
+        }
+        if action == "CreateVpcEndpointServiceConfiguration"
+            && let Some(id) = between(&text, "<serviceId>", "</serviceId>")
+        {
+            modelled.created_services.push((id.to_string(), Instant::now()));
+        }
+        if action == "DescribeVpcEndpointServiceConfigurations"
+            && request_text.contains("Filter")
+            && let Some(lag) = modelled.tag_filter_lag
+        {
+            let recent: Vec<String> = modelled
+                .created_services
+                .iter()
+                .filter(|(_, at)| at.elapsed() < lag)
+                .map(|(id, _)| id.clone())
+                .collect();
+            text = without_services(&text, &recent);
+        }
+    }
     match &fault {
         Some(Fault::KeepProvisioning) => text = text.replace("<Code>active</Code>", "<Code>provisioning</Code>"),
         Some(Fault::Rewrite(rewrite)) => text = (rewrite.0)(&text),

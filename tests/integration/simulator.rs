@@ -1,0 +1,377 @@
+//! CloudFormation's real sequences, played against the built binary through a
+//! Runtime API: the stand-in CloudFormation answers `DescribeStackResource` from
+//! the stack's state as it evolves and ignores answers it no longer waits for.
+//! After every sequence one invariant holds: the account has exactly the chain
+//! the stack references, or nothing after a stack deletion or a failed creation.
+//! Eventual consistency is played at the proxy.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::cloudformation::CloudFormation;
+use crate::support::harness::{CONSUMER, Harness, LOGICAL_ID, SECOND_CONSUMER, chain_view, new_request_id};
+use crate::support::moto::Moto;
+use crate::support::proxy::{Fault, Proxy};
+use crate::support::runtime::{Ended, Process, RuntimeApi};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+struct Simulator {
+    h: Harness,
+    proxy: Proxy,
+    cfn: CloudFormation,
+    runtime: RuntimeApi,
+    /// Two function instances, so a Delete can run while a Create is still building.
+    processes: Vec<Process>,
+}
+
+impl Simulator {
+    async fn start() -> Simulator {
+        let moto = Moto::start().await;
+        let proxy = Proxy::start(&moto.endpoint).await;
+        let config = moto.sdk_config_at(&proxy.endpoint).await;
+        let h = Harness::with_config(moto, config).await;
+        let cfn = CloudFormation::start(&h.stack_id, LOGICAL_ID).await;
+        let runtime = RuntimeApi::start().await;
+        let mut simulator = Simulator { h, proxy, cfn, runtime, processes: Vec::new() };
+        simulator.restart().await;
+        simulator
+    }
+
+    /// Kills the function instances (a crash) and starts fresh ones.
+    async fn restart(&mut self) {
+        for process in self.processes.drain(..) {
+            process.stop().await;
+        }
+        for _ in 0..2 {
+            let mut env = self.h.binary_env(&self.proxy.endpoint);
+            env.push(("AWS_ENDPOINT_URL_CLOUDFORMATION".into(), self.cfn.endpoint.clone()));
+            self.processes.push(Process::start(&self.runtime, env));
+        }
+    }
+
+    fn event(&self, kind: &str, properties: &Value, physical: Option<&str>, old: Option<&Value>) -> Value {
+        let request_id = new_request_id();
+        let mut event = json!({
+            "RequestType": kind,
+            "ResponseURL": self.cfn.response_url(&request_id),
+            "StackId": self.h.stack_id,
+            "RequestId": request_id,
+            "ResourceType": "Custom::ReversePrivateLink",
+            "LogicalResourceId": LOGICAL_ID,
+            "ResourceProperties": properties,
+        });
+        if let Some(physical) = physical {
+            event["PhysicalResourceId"] = json!(physical);
+        }
+        if let Some(old) = old {
+            event["OldResourceProperties"] = old.clone();
+        }
+        event
+    }
+
+    /// CloudFormation sends `event` and waits for it; returns the invocation's ID.
+    fn send(&self, event: &Value) -> String {
+        self.cfn.awaits(event["RequestType"].as_str().unwrap(), event["RequestId"].as_str().unwrap());
+        self.runtime.submit(serde_json::to_vec(event).unwrap(), TIMEOUT)
+    }
+
+    /// The function's last answer to `event`, once its invocation ended.
+    async fn answer(&self, invocation: &str, event: &Value) -> Value {
+        assert_eq!(self.runtime.ended(invocation, TIMEOUT).await, Ended::Response("null".into()));
+        let answers = self.cfn.answers_to(event["RequestId"].as_str().unwrap());
+        answers.last().cloned().unwrap_or_else(|| panic!("no answer to {event}"))
+    }
+
+    async fn request(&self, event: &Value) -> Value {
+        let invocation = self.send(event);
+        self.answer(&invocation, event).await
+    }
+
+    async fn create(&self, properties: &Value) -> String {
+        let answer = self.request(&self.event("Create", properties, None, None)).await;
+        assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+        id(&answer)
+    }
+
+    async fn update(&self, physical: &str, old: &Value, new: &Value) -> Value {
+        self.request(&self.event("Update", new, Some(physical), Some(old))).await
+    }
+
+    async fn delete(&self, physical: &str, properties: &Value) {
+        let answer = self.request(&self.event("Delete", properties, Some(physical), None)).await;
+        assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    }
+
+    /// The invariant: exactly the chain `physical` names is left, or nothing.
+    async fn holds_exactly(&self, physical: Option<&str>, after: &str) {
+        let inventory = self.h.inventory().await;
+        let Some(service_id) = physical else {
+            assert!(inventory.is_empty(), "after {after}, something was left: {inventory:?}");
+            return;
+        };
+        let view = chain_view(&self.h.ec2, &self.h.elb, service_id).await;
+        assert_eq!(inventory.services, [service_id.to_string()].into(), "after {after}: {inventory:?}");
+        assert_eq!(inventory.load_balancers, [view.load_balancer_arn.clone()].into(), "after {after}: {inventory:?}");
+        assert_eq!(inventory.target_groups, [view.target_group_arn.clone()].into(), "after {after}: {inventory:?}");
+        assert_eq!(inventory.listeners, [view.listener_arn.clone()].into(), "after {after}: {inventory:?}");
+        assert!(inventory.security_groups.is_subset(&view.security_groups), "after {after}: {inventory:?}");
+    }
+}
+
+fn id(answer: &Value) -> String {
+    answer["PhysicalResourceId"].as_str().unwrap().to_string()
+}
+
+/// CloudFormation makes up an ID when the Create it rolls back never answered.
+const MADE_UP_ID: &str = "import-db-ReversePrivateLink-1A2B3C4D5E6F";
+
+#[tokio::test]
+async fn create_then_stack_delete() {
+    let s = Simulator::start().await;
+    let props = s.h.properties();
+    let a = s.create(&props).await;
+    assert_eq!(s.cfn.resource().status.as_deref(), Some("CREATE_COMPLETE"));
+    assert!(s.cfn.describes() >= 2, "asked before answering and whether the answer was taken");
+    s.holds_exactly(Some(&a), "create").await;
+    s.delete(&a, &props).await;
+    s.holds_exactly(None, "stack delete").await;
+}
+
+#[tokio::test]
+async fn a_failed_create_then_the_delete_carrying_its_failed_id() {
+    let s = Simulator::start().await;
+    let props = s.h.properties();
+    s.proxy.inject("CreateListener", Fault::Refuse("ValidationError"), Some(1));
+    let answer = s.request(&s.event("Create", &props, None, None)).await;
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    s.holds_exactly(None, "failed create").await;
+    s.delete(&id(&answer), &props).await;
+    s.holds_exactly(None, "its rollback delete").await;
+}
+
+/// Steps of a Create at which CloudFormation cancels it and sends its Delete.
+const CANCEL_POINTS: [&str; 5] = [
+    "DescribeSubnets",
+    "CreateLoadBalancer",
+    "CreateListener",
+    "CreateVpcEndpointServiceConfiguration",
+    "ModifyVpcEndpointServicePermissions",
+];
+
+#[tokio::test]
+async fn a_create_cancelled_mid_build_leaves_nothing_wherever_the_delete_arrives() {
+    for point in CANCEL_POINTS {
+        let s = Simulator::start().await;
+        let props = s.h.properties();
+        s.proxy.inject(point, Fault::Pause, Some(1));
+        let create = s.event("Create", &props, None, None);
+        let building = s.send(&create);
+        s.proxy.paused().await;
+        // Another resource failed: this one is cancelled and its Delete, with a made-up ID, arrives now.
+        s.cfn.cancel();
+        s.delete(MADE_UP_ID, &props).await;
+        s.proxy.release();
+        assert_eq!(s.runtime.ended(&building, TIMEOUT).await, Ended::Response("null".into()));
+        s.holds_exactly(None, &format!("a cancel at {point}")).await;
+        println!("simulator: Create cancelled at {point}, Delete delivered meanwhile: nothing left");
+    }
+}
+
+#[tokio::test]
+async fn a_create_cancelled_between_its_last_check_and_its_answer_leaves_nothing() {
+    let s = Simulator::start().await;
+    let props = s.h.properties();
+    s.cfn.cancel_after_next_describe();
+    let create = s.event("Create", &props, None, None);
+    let building = s.send(&create);
+    s.cfn.cancelled().await;
+    let deleting = s.event("Delete", &props, Some(MADE_UP_ID), None);
+    let delete = s.runtime.submit(serde_json::to_vec(&deleting).unwrap(), TIMEOUT);
+    assert_eq!(s.runtime.ended(&building, TIMEOUT).await, Ended::Response("null".into()));
+    assert_eq!(s.runtime.ended(&delete, TIMEOUT).await, Ended::Response("null".into()));
+    let answer = s.cfn.answers_to(create["RequestId"].as_str().unwrap()).pop().unwrap();
+    assert_eq!(answer["Status"], "SUCCESS", "the Create did answer, too late: {answer}");
+    s.holds_exactly(None, "a cancel just before the answer").await;
+}
+
+#[tokio::test]
+async fn a_create_cancelled_while_the_load_balancer_provisions_stops_at_its_next_check() {
+    let s = Simulator::start().await;
+    let props = s.h.properties();
+    s.proxy.inject("DescribeLoadBalancers", Fault::KeepProvisioning, None);
+    let create = s.event("Create", &props, None, None);
+    let started = Instant::now();
+    let building = s.send(&create);
+    while !s.proxy.actions().iter().any(|a| a == "CreateLoadBalancer") {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    s.cfn.cancel();
+    assert_eq!(s.runtime.ended(&building, TIMEOUT).await, Ended::Response("null".into()));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(30), "stopped at the first check of the wait, not at the deadline: {took:?}");
+    s.proxy.clear();
+    s.holds_exactly(None, "a cancel during the wait").await;
+    s.delete(MADE_UP_ID, &props).await;
+    s.holds_exactly(None, "the cancelled create's delete").await;
+}
+
+#[tokio::test]
+async fn an_update_in_place_then_its_rollback() {
+    let s = Simulator::start().await;
+    let old = s.h.properties();
+    let a = s.create(&old).await;
+    let mut new = old.clone();
+    new["AllowedPrincipals"] = json!([CONSUMER, SECOND_CONSUMER]);
+    let updated = s.update(&a, &old, &new).await;
+    assert_eq!((updated["Status"].as_str(), id(&updated)), (Some("SUCCESS"), a.clone()));
+    // Another resource's update failed: CloudFormation rolls this one back with old and new swapped.
+    let rolled_back = s.update(&a, &new, &old).await;
+    assert_eq!((rolled_back["Status"].as_str(), id(&rolled_back)), (Some("SUCCESS"), a.clone()));
+    assert_eq!(chain_view(&s.h.ec2, &s.h.elb, &a).await.principals, [CONSUMER.to_string()].into());
+    s.holds_exactly(Some(&a), "update and rollback").await;
+    s.delete(&a, &old).await;
+    s.holds_exactly(None, "stack delete").await;
+}
+
+#[tokio::test]
+async fn a_replacement_rolled_back_answers_with_the_original_chain_and_its_cleanup_deletes_the_new_one() {
+    let s = Simulator::start().await;
+    let original = s.h.properties();
+    let a = s.create(&original).await;
+    let mut changed = original.clone();
+    changed["Port"] = json!("5432");
+    let replaced = s.update(&a, &original, &changed).await;
+    assert_eq!(replaced["Status"], "SUCCESS", "{replaced}");
+    let b = id(&replaced);
+    assert_ne!(b, a);
+    // Something else failed: the rollback names B and asks for the original properties.
+    let rolled_back = s.update(&b, &changed, &original).await;
+    assert_eq!(rolled_back["Status"], "SUCCESS", "{rolled_back}");
+    assert_eq!(id(&rolled_back), a, "the original chain matches: no third chain");
+    assert_eq!(s.h.inventory().await.load_balancers.len(), 2, "nothing new was built");
+    // The rollback's clean-up deletes B, the ID it no longer holds.
+    s.delete(&b, &changed).await;
+    s.holds_exactly(Some(&a), "replacement, rollback and its clean-up").await;
+    s.delete(&a, &original).await;
+    s.holds_exactly(None, "stack delete").await;
+}
+
+#[tokio::test]
+async fn a_replacing_update_that_crashed_is_cleaned_up_by_the_rollback_update() {
+    let mut s = Simulator::start().await;
+    let original = s.h.properties();
+    let a = s.create(&original).await;
+    let mut changed = original.clone();
+    changed["Port"] = json!("5432");
+    s.proxy.inject("CreateListener", Fault::HoldAfterForwarding, Some(1));
+    let update = s.event("Update", &changed, Some(&a), Some(&original));
+    s.send(&update);
+    s.proxy.held().await;
+    s.restart().await; // the crash; the replacement chain is half built
+    assert_eq!(s.h.inventory().await.load_balancers.len(), 2);
+    // The update timed out; CloudFormation rolls back with an Update naming the chain it holds.
+    s.cfn.holds("UPDATE_FAILED", Some(&a));
+    let rolled_back = s.update(&a, &changed, &original).await;
+    assert_eq!((rolled_back["Status"].as_str(), id(&rolled_back)), (Some("SUCCESS"), a.clone()));
+    s.holds_exactly(Some(&a), "a crashed replacement and its rollback").await;
+    s.delete(&a, &original).await;
+    s.holds_exactly(None, "stack delete").await;
+}
+
+#[tokio::test]
+async fn a_replacing_update_that_failed_with_leftovers_is_cleaned_up_by_the_next_update() {
+    let s = Simulator::start().await;
+    let original = s.h.properties();
+    let a = s.create(&original).await;
+    let mut changed = original.clone();
+    changed["Port"] = json!("5432");
+    // The replacement fails, and so does removing it.
+    s.proxy.inject("CreateListener", Fault::Refuse("ValidationError"), Some(1));
+    s.proxy.inject("DeleteLoadBalancer", Fault::Refuse("ValidationError"), Some(1));
+    let failed = s.update(&a, &original, &changed).await;
+    assert_eq!(failed["Status"], "FAILED", "{failed}");
+    assert_eq!(id(&failed), a, "a failed update keeps the ID");
+    let reason = failed["Reason"].as_str().unwrap();
+    assert!(reason.contains("possibly left: ") && reason.contains("load balancer arn:"), "{reason}");
+    assert!(reason.contains("the next event of this resource removes them"), "{reason}");
+    assert_eq!(s.h.inventory().await.load_balancers.len(), 2, "the leftovers");
+    s.proxy.clear();
+    // The stack rolled back and settled; the next update (in place) removes them.
+    s.cfn.holds("UPDATE_COMPLETE", Some(&a));
+    let mut next = original.clone();
+    next["AllowedPrincipals"] = json!([CONSUMER, SECOND_CONSUMER]);
+    let updated = s.update(&a, &original, &next).await;
+    assert_eq!((updated["Status"].as_str(), id(&updated)), (Some("SUCCESS"), a.clone()));
+    s.holds_exactly(Some(&a), "a failed replacement and the next update").await;
+    s.delete(&a, &next).await;
+    s.holds_exactly(None, "stack delete").await;
+}
+
+#[tokio::test]
+async fn aws_catching_up_after_a_create_does_not_fail_or_duplicate_anything() {
+    let mut s = Simulator::start().await;
+    let props = s.h.properties();
+    // NotFound for a moment right after each create.
+    s.proxy.inject("SetSecurityGroups", Fault::Refuse("LoadBalancerNotFound"), Some(2));
+    s.proxy.inject("ModifyTargetGroupAttributes", Fault::Refuse("TargetGroupNotFound"), Some(2));
+    s.proxy.inject(
+        "ModifyVpcEndpointServicePermissions",
+        Fault::Refuse("InvalidVpcEndpointServiceId.NotFound"),
+        Some(2),
+    );
+    let a = s.create(&props).await;
+    s.holds_exactly(Some(&a), "NotFound right after create").await;
+    s.delete(&a, &props).await;
+
+    // A tag filter that has not caught up: a Create delivered again after a crash
+    // must not make a second service; AWS's client token returns the first.
+    s.proxy.model_client_tokens();
+    s.proxy.lag_service_tag_filter(Duration::from_secs(300));
+    s.proxy.inject("ModifyVpcEndpointServicePermissions", Fault::HoldAfterForwarding, Some(1));
+    let create = s.event("Create", &props, None, None);
+    s.send(&create);
+    s.proxy.held().await;
+    s.restart().await;
+    let answer = s.request(&create).await;
+    assert_eq!(answer["Status"], "SUCCESS", "{answer}");
+    let a = id(&answer);
+    s.holds_exactly(Some(&a), "a re-delivered create while the tag filter lags").await;
+    // The Delete finds the service by its ID all the same.
+    s.delete(&a, &props).await;
+    s.holds_exactly(None, "a delete while the tag filter lags").await;
+}
+
+#[tokio::test]
+async fn a_load_balancer_the_service_still_holds_is_deleted_once_it_lets_go() {
+    let s = Simulator::start().await;
+    let props = s.h.properties();
+    let a = s.create(&props).await;
+    s.proxy.inject("DeleteLoadBalancer", Fault::Refuse("ResourceInUse"), Some(2));
+    s.delete(&a, &props).await;
+    assert_eq!(s.proxy.actions().iter().filter(|a| *a == "DeleteLoadBalancer").count(), 3);
+    s.holds_exactly(None, "a delete refused while the service was deleting").await;
+}
+
+#[tokio::test]
+async fn a_load_balancer_that_failed_ends_the_wait_at_once() {
+    let s = Simulator::start().await;
+    let props = s.h.properties();
+    s.proxy.inject(
+        "DescribeLoadBalancers",
+        Fault::rewrite(|body| {
+            body.replace("<Code>active</Code>", "<Code>failed</Code><Reason>Insufficient capacity</Reason>")
+        }),
+        None,
+    );
+    let started = Instant::now();
+    let answer = s.request(&s.event("Create", &props, None, None)).await;
+    let took = started.elapsed();
+    assert_eq!(answer["Status"], "FAILED", "{answer}");
+    let reason = answer["Reason"].as_str().unwrap();
+    assert!(reason.contains("failed: Insufficient capacity"), "{reason}");
+    assert!(took < Duration::from_secs(20), "no polling until the deadline: {took:?}");
+    s.proxy.clear();
+    s.holds_exactly(None, "a failed load balancer").await;
+}

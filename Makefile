@@ -19,7 +19,7 @@ STACKSET_TEMPLATE := dist/reverse-privatelink.yaml
 CARGO_LAMBDA_ARCH_x86_64 := --x86-64
 CARGO_LAMBDA_ARCH_arm64  := --arm64
 
-.PHONY: demo test reliability build package deploy lint
+.PHONY: demo test reliability bench build package deploy lint
 
 ## demo: run the Lambda binary against moto server: Create, Update, Delete (no AWS account)
 demo: $(VENV_READY)
@@ -35,6 +35,11 @@ reliability: $(VENV_READY)
 	MOTO_SERVER=$(MOTO_SERVER) cargo test --locked --test integration reliability:: -- --nocapture 2>&1 \
 		| tee target/reliability.log | grep -E '^(reliability:|test result)'
 	@grep -q '^test result: ok' target/reliability.log
+
+## bench: speed, calls and memory of the release binary against moto, each beside its budget (non-zero exit when one is missed)
+bench: $(VENV_READY)
+	cargo build --release --locked
+	$(VENV)/bin/python scripts/bench.py --binary target/release/reverse-privatelink --moto-server $(MOTO_SERVER)
 
 ## build: release bootstrap.zip with cargo-lambda (ARCH=x86_64 or arm64)
 build: $(BUILD_BIN)/cargo-lambda

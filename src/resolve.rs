@@ -8,7 +8,7 @@ use std::time::Duration;
 use tracing::info;
 
 use crate::aws::Aws;
-use crate::chain::network::{self, Network};
+use crate::chain::network::{self, Network, VpcBlocks};
 use crate::chain::{Progress, Resolved};
 use crate::database::{Databases, Described, SubnetGroup, Writer};
 use crate::error::{Error, Result};
@@ -27,7 +27,10 @@ pub struct Resolution {
 pub async fn resolve(aws: &Aws, databases: &Databases, spec: &Spec, progress: &Progress) -> Result<Resolution> {
     let database = match &spec.target {
         Target::Ips(ips) => {
-            let network = network::resolve(&aws.ec2, &spec.subnet_ids, &spec.security_group_ids).await?;
+            // The VPC's blocks: for a security group of the chain's own, or a target outside the subnets.
+            let needs_vpc =
+                |subnets: &VpcBlocks| spec.security_group_ids.is_empty() || ips.iter().any(|ip| !subnets.contains(*ip));
+            let network = network::resolve(&aws.ec2, &spec.subnet_ids, &spec.security_group_ids, needs_vpc).await?;
             check_vpc(spec, &network)?;
             let resolved = Resolved {
                 network,
@@ -45,7 +48,8 @@ pub async fn resolve(aws: &Aws, databases: &Databases, spec: &Spec, progress: &P
     let explicit = !spec.subnet_ids.is_empty();
     let given_network = async {
         if explicit {
-            network::resolve(&aws.ec2, &spec.subnet_ids, &spec.security_group_ids).await.map(Some)
+            let own_group = spec.security_group_ids.is_empty();
+            network::resolve(&aws.ec2, &spec.subnet_ids, &spec.security_group_ids, |_| own_group).await.map(Some)
         } else {
             Ok(None)
         }
@@ -80,12 +84,19 @@ pub async fn resolve(aws: &Aws, databases: &Databases, spec: &Spec, progress: &P
             })?;
             let subnet_ids = one_per_zone(group);
             info!(database = database.as_given(), subnet_group = %group.name, subnets = ?subnet_ids, "subnets taken from the database's subnet group");
-            let network = network::resolve(&aws.ec2, &subnet_ids, &spec.security_group_ids).await?;
+            let needs_vpc =
+                |subnets: &VpcBlocks| spec.security_group_ids.is_empty() || !subnets.contains(writer.address);
+            let network = network::resolve(&aws.ec2, &subnet_ids, &spec.security_group_ids, needs_vpc).await?;
             (subnet_ids, network)
         }
     };
     let port = port(spec, &described)?;
     check_vpc(spec, &network)?;
+    // A writer outside the subnets given: is it inside the VPC at all?
+    let network = match network.contains(writer.address) {
+        true => network,
+        false => network.with_vpc_blocks(&aws.ec2).await?,
+    };
     check_zone(&writer, &network)?;
     let resolved = Resolved {
         network,

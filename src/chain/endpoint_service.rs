@@ -347,7 +347,7 @@ async fn reject_connections(ec2: &aws_sdk_ec2::Client, service_id: &str, progres
 
 /// Waits until the service is gone; one AWS reports `Failed` ends the wait at once.
 async fn wait_deleted(ec2: &aws_sdk_ec2::Client, service_id: &str, progress: &Progress) -> Result<()> {
-    const WHAT: &str = "waiting for the endpoint service to be deleted";
+    const WHAT: &str = "waiting for the endpoint service to be deleted (DescribeVpcEndpointServiceConfigurations)";
     let state = |output: &aws_sdk_ec2::operation::describe_vpc_endpoint_service_configurations::DescribeVpcEndpointServiceConfigurationsOutput| {
         output.service_configurations().first().and_then(|s| s.service_state.clone())
     };

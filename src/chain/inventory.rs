@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use aws_sdk_resourcegroupstagging::types::TagFilter;
 
 use super::tags::{self, ANSWERED_TAG, LOGICAL_ID_TAG, STACK_ID_TAG};
-use super::{Chain, Group, endpoint_service, ingress, load_balancer, security_group, target_group};
+use super::{Chain, EndpointService, Group, endpoint_service, ingress, load_balancer, security_group, target_group};
 use crate::error::{Error, Result};
 
 /// Every chain an owner has in the account, by generation.
@@ -59,6 +59,8 @@ impl Chain<'_> {
                 group.load_balancers.push(load_balancer::from_index(arn, tags, generation));
             } else if arn.contains(":targetgroup/") {
                 group.target_groups.push(target_group::from_index(arn, tags, generation));
+            } else if arn.contains(":listener/") {
+                group.listener_tags.insert(arn, tags);
             }
         }
         for service in services {
@@ -82,6 +84,7 @@ impl Chain<'_> {
             .tag_filters(TagFilter::builder().key(LOGICAL_ID_TAG).values(&self.owner.logical_id).build())
             .resource_type_filters("elasticloadbalancing:loadbalancer")
             .resource_type_filters("elasticloadbalancing:targetgroup")
+            .resource_type_filters("elasticloadbalancing:listener")
             .into_paginator()
             .send()
             .try_collect()
@@ -97,12 +100,25 @@ impl Chain<'_> {
             .collect())
     }
 
-    /// The chain whose endpoint service is `service_id`: the service read by its
-    /// ID (a tag index can lag), the rest from `index`, or read from the service's
-    /// load balancer when the index has not caught up. Once the service is gone,
-    /// the chain is known by its answered mark.
-    pub async fn named(&self, service_id: &str, index: &Inventory) -> Result<Option<Group>> {
-        let Some(service) = endpoint_service::by_id(&self.aws.ec2, &self.owner, service_id).await? else {
+    /// The endpoint service `service_id` of this owner, read by its ID: a tag index can lag.
+    pub async fn service(&self, service_id: &str) -> Result<Option<EndpointService>> {
+        if !service_id.starts_with("vpce-svc-") {
+            return Ok(None);
+        }
+        endpoint_service::by_id(&self.aws.ec2, &self.owner, service_id).await
+    }
+
+    /// The chain CloudFormation knows as `service_id`: its `service` (read by ID),
+    /// the rest from `index`, or read from the service's load balancer when the
+    /// index has not caught up. Once the service is gone, the chain is known by its
+    /// answered mark.
+    pub async fn named(
+        &self,
+        service_id: &str,
+        service: Option<EndpointService>,
+        index: &Inventory,
+    ) -> Result<Option<Group>> {
+        let Some(service) = service else {
             return Ok(index.named(service_id).cloned());
         };
         let mut group = index
@@ -112,9 +128,8 @@ impl Chain<'_> {
         if group.load_balancers.is_empty() && !service.load_balancer_arns.is_empty() {
             self.read_load_balancer_side(&mut group, service.load_balancer_arns.clone()).await?;
         }
-        if !group.services.iter().any(|s| s.id == service.id) {
-            group.services.push(service);
-        }
+        group.services.retain(|s| s.id != service.id);
+        group.services.insert(0, service);
         Ok(Some(group))
     }
 

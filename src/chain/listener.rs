@@ -1,5 +1,7 @@
 //! The TCP listener that forwards the port to the target group.
 
+use std::collections::BTreeMap;
+
 use aws_sdk_elasticloadbalancingv2 as elbv2;
 use elbv2::types::{Action, ActionTypeEnum, Listener, ProtocolEnum};
 
@@ -23,21 +25,28 @@ fn forwards_to(listener: &Listener, tg_arn: &str) -> bool {
     matches!(listener.default_actions(), [action] if action.r#type == Some(ActionTypeEnum::Forward) && action.target_group_arn.as_deref() == Some(tg_arn))
 }
 
-/// Makes sure a TCP listener on `port` forwards to the target group. Returns its
-/// ARN. A load balancer created just now (`fresh`) has none, so it is not read first.
+/// What is known of a load balancer's listeners before asking.
+pub enum Known<'a> {
+    /// The load balancer was created just now: it has none.
+    Nothing,
+    /// It may have one; its tags as a tag index listed them, if it did.
+    Tags(Option<&'a BTreeMap<String, String>>),
+}
+
+/// Makes sure a TCP listener on `port` forwards to the target group. Returns its ARN.
 pub async fn ensure(
     elb: &elbv2::Client,
     lb_arn: &str,
     tg_arn: &str,
     port: u16,
-    fresh: bool,
+    known: Known<'_>,
     tags: &Tags,
     progress: &Progress,
 ) -> Result<String> {
     let _step = progress.step("creating the listener");
-    let existing = match fresh {
-        true => None,
-        false => list(elb, lb_arn).await?.into_iter().find(|l| l.port == Some(i32::from(port))),
+    let (existing, known_tags) = match known {
+        Known::Nothing => (None, None),
+        Known::Tags(tags) => (list(elb, lb_arn).await?.into_iter().find(|l| l.port == Some(i32::from(port))), tags),
     };
     let Some(listener) = existing else {
         let created = elb
@@ -55,16 +64,26 @@ pub async fn ensure(
         });
     };
     let arn = listener.listener_arn.clone().unwrap_or_default();
-    if !forwards_to(&listener, tg_arn) || listener.protocol != Some(ProtocolEnum::Tcp) {
+    let point = async {
+        if forwards_to(&listener, tg_arn) && listener.protocol == Some(ProtocolEnum::Tcp) {
+            return Ok(());
+        }
         elb.modify_listener()
             .listener_arn(&arn)
             .protocol(ProtocolEnum::Tcp)
             .default_actions(forward(tg_arn))
             .send()
             .await
-            .map_err(Error::aws("pointing the listener at the target group (ModifyListener)"))?;
-    }
-    let current = tags::describe_elb(elb, vec![arn.clone()]).await?.remove(&arn).unwrap_or_default();
-    tags::sync_elb(elb, &arn, &current, tags, progress).await?;
+            .map(|_| ())
+            .map_err(Error::aws("pointing the listener at the target group (ModifyListener)"))
+    };
+    let tag = async {
+        let current = match known_tags {
+            Some(known) => known.clone(),
+            None => tags::describe_elb(elb, vec![arn.clone()]).await?.remove(&arn).unwrap_or_default(),
+        };
+        tags::sync_elb(elb, &arn, &current, tags, progress).await
+    };
+    tokio::try_join!(point, tag)?;
     Ok(arn)
 }

@@ -8,7 +8,7 @@ use elbv2::types::{
     EnforceSecurityGroupInboundRulesOnPrivateLinkTrafficEnum as Enforce, IpAddressType, LoadBalancerAttribute,
     LoadBalancerSchemeEnum, LoadBalancerStateEnum, LoadBalancerTypeEnum,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 use super::poll::{self, AcceptorState, LOAD_BALANCER_NOT_FOUND, Waited};
 use super::tags::{self, Tags};
@@ -27,6 +27,8 @@ pub struct LoadBalancer {
     pub security_groups: BTreeSet<String>,
     /// `EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic` as AWS reports it (an emulator may not).
     pub enforce_inbound_on_private_link: Option<bool>,
+    /// Whether it was active when described.
+    pub active: bool,
     pub generation: String,
     pub tags: BTreeMap<String, String>,
 }
@@ -43,6 +45,7 @@ impl LoadBalancer {
             enforce_inbound_on_private_link: lb
                 .enforce_security_group_inbound_rules_on_private_link_traffic
                 .map(|value| value.eq_ignore_ascii_case("on")),
+            active: lb.state.and_then(|s| s.code) == Some(LoadBalancerStateEnum::Active),
             generation: String::new(),
             tags: BTreeMap::new(),
         }
@@ -61,6 +64,7 @@ pub fn from_index(arn: String, tags: BTreeMap<String, String>, generation: Strin
         subnets: BTreeSet::new(),
         security_groups: BTreeSet::new(),
         enforce_inbound_on_private_link: None,
+        active: false,
         generation,
         tags,
     }
@@ -147,10 +151,6 @@ pub async fn ensure(
                 message: "CreateLoadBalancer returned no ARN".into(),
             })?;
         progress.record("load balancer", &arn);
-        // AWS turns enforcement on for an NLB created with security groups.
-        if !groups.is_empty() && !enforce {
-            set_security_groups(elb, &arn, groups, enforce, true, progress).await?;
-        }
         return Ok((arn, true));
     };
     if lb.subnets != want.resolved.subnet_ids {
@@ -169,6 +169,22 @@ pub async fn ensure(
     }
     tags::sync_elb(elb, &lb.arn, &lb.tags, tags, progress).await?;
     Ok((lb.arn.clone(), false))
+}
+
+/// For a load balancer created just now with `groups`: AWS turns PrivateLink
+/// enforcement on for an NLB created with security groups, so "off" is set at once.
+pub async fn ensure_new_enforcement(
+    elb: &elbv2::Client,
+    arn: &str,
+    groups: &BTreeSet<String>,
+    want: &Desired<'_>,
+    progress: &Progress,
+) -> Result<()> {
+    let enforce = want.spec.enforce_inbound_on_private_link;
+    if groups.is_empty() || enforce {
+        return Ok(());
+    }
+    set_security_groups(elb, arn, groups, enforce, true, progress).await
 }
 
 /// Sets the groups and whether PrivateLink traffic must pass their inbound rules.
@@ -203,7 +219,7 @@ pub async fn wait_active(
     max_wait: Duration,
     progress: &Progress,
 ) -> Result<LoadBalancer> {
-    const WHAT: &str = "waiting for the load balancer to become active";
+    const WHAT: &str = "waiting for the load balancer to become active (DescribeLoadBalancers)";
     let state = |lbs: &[elbv2::types::LoadBalancer]| lbs.first().and_then(|lb| lb.state.clone());
     let waited = poll::until(
         WHAT,
@@ -299,8 +315,8 @@ pub async fn delete(elb: &elbv2::Client, arn: &str, max_wait: Duration, progress
             Err(err) => return Err(Error::aws("deleting the load balancer (DeleteLoadBalancer)")(err)),
         }
     }
-    poll::until(
-        "waiting for the load balancer to be deleted",
+    let gone = poll::until(
+        "waiting for the load balancer to be deleted (DescribeLoadBalancers)",
         || elb.describe_load_balancers().load_balancer_arns(arn).send(),
         |answer| match answer {
             Ok(output) if output.load_balancers().is_empty() => AcceptorState::Success,
@@ -311,7 +327,15 @@ pub async fn delete(elb: &elbv2::Client, arn: &str, max_wait: Duration, progress
         max_wait,
         progress,
     )
-    .await?;
+    .await;
+    match gone {
+        // Unable to watch it go, the tear-down goes on: deleting the target group and
+        // the security group waits for the load balancer to let go of them anyway.
+        Err(error @ Error::Aws { .. }) => warn!(%error, "could not watch the load balancer go; going on"),
+        other => {
+            other?;
+        }
+    }
     Ok(())
 }
 
@@ -333,6 +357,7 @@ mod tests {
             vpc_id: "vpc-1".into(),
             subnets: [("subnet-0000000a".to_string(), zone)].into(),
             blocks: VpcBlocks::default(),
+            blocks_are_vpc: true,
         };
         let resolved = Resolved {
             network,
@@ -352,6 +377,7 @@ mod tests {
             subnets: spec.subnet_ids.clone(),
             security_groups: BTreeSet::new(),
             enforce_inbound_on_private_link: None,
+            active: true,
             generation: "g".into(),
             tags: BTreeMap::new(),
         };

@@ -4,6 +4,7 @@
 //! is changed, so a retry, a re-delivered request or a clean-up after a crash
 //! all take the same path.
 
+mod converge;
 mod endpoint_service;
 mod health;
 mod ingress;
@@ -21,7 +22,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use tokio::time::Instant;
 use tracing::info;
 
 pub use crate::aws::Aws;
@@ -43,7 +43,7 @@ pub use crate::spec::GENERATION_LEN;
 
 /// How long to wait for one load balancer state change at most; the caller's
 /// deadline usually ends the wait sooner.
-const MAX_STATE_WAIT: Duration = Duration::from_secs(600);
+pub(super) const MAX_STATE_WAIT: Duration = Duration::from_secs(600);
 
 /// Who a chain belongs to: a stack and the logical ID of the resource in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,6 +132,8 @@ pub struct Group {
     pub security_groups: Vec<SecurityGroup>,
     /// The rules that let the load balancer into the database.
     pub ingress_rules: Vec<IngressRule>,
+    /// Listener ARN → tags, as a tag index lists them.
+    pub listener_tags: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Group {
@@ -178,6 +180,9 @@ impl Group {
         add(&mut self.target_groups, other.target_groups, |a, b| a.arn == b.arn);
         add(&mut self.security_groups, other.security_groups, |a, b| a.id == b.id);
         add(&mut self.ingress_rules, other.ingress_rules, |a, b| a.id == b.id);
+        for (arn, tags) in other.listener_tags {
+            self.listener_tags.entry(arn).or_insert(tags);
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -240,8 +245,14 @@ impl Group {
                     })
                 })
                 .collect(),
+            listener_tags: BTreeMap::new(),
             generation,
         }
+    }
+
+    /// Whether every resource a converged chain has is there: it can be changed in place.
+    pub fn is_complete(&self) -> bool {
+        !self.services.is_empty() && !self.load_balancers.is_empty() && !self.target_groups.is_empty()
     }
 }
 
@@ -268,113 +279,15 @@ impl<'a> Chain<'a> {
         reasons
     }
 
-    /// Creates what is missing from `existing` and changes what differs from `want`.
-    /// With `WaitForHealthyTarget`, waits until `health_until` for the writer to pass
-    /// the load balancer's health checks.
-    pub async fn converge(
-        &self,
-        want: &Desired<'_>,
-        existing: Option<&Group>,
-        progress: &Progress,
-        health_until: Instant,
-    ) -> Result<Built> {
-        let (elb, ec2) = (&self.aws.elb, &self.aws.ec2);
-        let tags = tags::Tags::new(&self.owner, &want.generation, &want.spec.tags, &want.dropped_tag_keys);
-        let target_group_tags = tags.for_target_group(want.resolved.follows.as_deref());
-        let existing_lb = existing.and_then(|group| group.load_balancers.first());
-        let existing_tg = existing.and_then(|group| group.target_groups.first());
-        let existing_sg = existing.and_then(|group| group.security_groups.first());
-
-        // The given groups, else the chain's own; a load balancer created without any
-        // (before this release) keeps none, as AWS cannot add them later.
-        let own_group =
-            want.spec.security_group_ids.is_empty() && existing_lb.is_none_or(|lb| !lb.security_groups.is_empty());
-        let groups = async {
-            match own_group {
-                true => {
-                    security_group::ensure(ec2, existing_sg, want, &tags, progress).await.map(|id| BTreeSet::from([id]))
-                }
-                false => Ok(want.spec.security_group_ids.clone()),
-            }
-        };
-        // join, not try_join: one failing create must not cancel the other
-        // mid-call, or the clean-up could miss what that call still made.
-        let (groups, tg) =
-            tokio::join!(groups, target_group::ensure(elb, existing_tg, want, &target_group_tags, progress));
-        let (groups, (tg_arn, fresh_tg)) = (groups?, tg?);
-        let (lb_arn, fresh_lb) = load_balancer::ensure(elb, existing_lb, want, &groups, &tags, progress).await?;
-        // The load balancer's own calls wait until it is active: right after creation
-        // AWS may not find it yet. A listener cancelled mid-create goes with its load
-        // balancer, so failing fast is safe here.
-        let on_active_load_balancer = async {
-            let lb = load_balancer::wait_active(elb, &lb_arn, fresh_lb, MAX_STATE_WAIT, progress).await?;
-            let (listener_arn, ()) = tokio::try_join!(
-                listener::ensure(elb, &lb_arn, &tg_arn, want.resolved.port, fresh_lb, &tags, progress),
-                load_balancer::ensure_cross_zone(elb, &lb_arn, want.spec.cross_zone, fresh_lb, progress),
-            )?;
-            Ok((lb, listener_arn))
-        };
-        let databases = match want.spec.allow_database_ingress {
-            true => want.resolved.database_security_groups.clone(),
-            false => BTreeSet::new(),
-        };
-        let owned_rules = existing.map(|group| group.ingress_rules.as_slice()).unwrap_or_default();
-        let ((lb, listener_arn), (), ()) = tokio::try_join!(
-            on_active_load_balancer,
-            target_group::ensure_targets(elb, &tg_arn, fresh_tg, want, progress),
-            ingress::ensure(ec2, &databases, &groups, want.resolved.port, owned_rules, &tags, progress),
-        )?;
-        let existing_service = existing.and_then(|group| group.services.first());
-        let (service, fresh_service) =
-            endpoint_service::ensure(ec2, existing_service, &lb.arn, want, &tags, progress).await?;
-        let ((), health) = tokio::try_join!(
-            endpoint_service::ensure_principals(
-                ec2,
-                &service.id,
-                &want.spec.allowed_principals,
-                fresh_service,
-                progress
-            ),
-            health::read(elb, &tg_arn, fresh_tg),
-        )?;
-        if !own_group {
-            // Switched to given groups: the chain's own is no longer attached.
-            for group in existing.map(|g| g.security_groups.as_slice()).unwrap_or_default() {
-                security_group::delete(ec2, &group.id, progress).await?;
-            }
-        }
-        let health = match want.spec.wait_for_healthy_target {
-            true => health::wait_healthy(elb, &tg_arn, want, &groups, health_until, progress).await?,
-            false => health,
-        };
-        info!(service_id = %service.id, generation = %want.generation, "chain complete");
-        Ok(Built {
-            service_id: service.id,
-            service_name: service.name,
-            load_balancer_arn: lb.arn,
-            load_balancer_dns_name: lb.dns_name,
-            target_group_arn: tg_arn,
-            listener_arn,
-            zones: want.resolved.network.zones(),
-            target_ips: want.resolved.target_ips.iter().copied().collect(),
-            enforce_inbound_on_private_link: !groups.is_empty() && want.spec.enforce_inbound_on_private_link,
-            security_groups: groups.into_iter().collect(),
-            supported_regions: service.supported_regions.into_iter().collect(),
-            target_health: health,
-        })
-    }
-
-    /// Records that CloudFormation received `service_id`, on the service and on its
-    /// load balancer and target group (`elb_arns`), so a Delete naming the ID finds
-    /// what is left of the chain even after the service itself is gone.
+    /// Records that CloudFormation received `service_id` on the chain's load balancer
+    /// and target group (`elb_arns`), so a Delete naming the ID finds what is left of
+    /// the chain even after the service itself is gone.
     pub async fn mark_answered(&self, service_id: &str, elb_arns: Vec<String>) -> Result<()> {
         let answered = BTreeMap::from([(ANSWERED_TAG.to_string(), service_id.to_string())]);
-        // Moments after the resources were created: a NotFound is AWS catching up.
-        tokio::try_join!(
-            tags::tag_elb(&self.aws.elb, elb_arns, &answered, true),
-            endpoint_service::tag(&self.aws.ec2, service_id, &answered, true),
-        )?;
-        Ok(())
+        // Moments after the resources were created: a NotFound is AWS catching up. The
+        // service itself needs no mark: it is found by its ID, and a tear-down deletes
+        // it first, so what a crash can leave always includes the target group.
+        tags::tag_elb(&self.aws.elb, elb_arns, &answered, true).await
     }
 
     /// Deletes a whole generation, in the order AWS requires: the database rules

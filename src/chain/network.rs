@@ -21,7 +21,11 @@ pub struct Network {
     pub vpc_id: String,
     /// Subnet ID → its zone.
     pub subnets: BTreeMap<String, Zone>,
+    /// The VPC's address blocks; or, when nothing needed more (no security group of
+    /// the chain's own to open to the VPC, every target inside a subnet), just the
+    /// subnets' blocks, which is enough to tell the targets are inside the VPC.
     pub blocks: VpcBlocks,
+    pub blocks_are_vpc: bool,
 }
 
 /// A VPC's IPv4 blocks as (network, prefix length).
@@ -54,25 +58,43 @@ impl Network {
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         self.blocks.contains(ip)
     }
+
+    /// This network with the VPC's own blocks, read if only the subnets' were.
+    pub async fn with_vpc_blocks(mut self, ec2: &aws_sdk_ec2::Client) -> Result<Network> {
+        if !self.blocks_are_vpc {
+            self.blocks = vpc_blocks(ec2, &self.vpc_id).await?;
+            self.blocks_are_vpc = true;
+        }
+        Ok(self)
+    }
 }
 
 /// Checks the subnets and security groups against the account, changing nothing.
+/// Checks the subnets and security groups against the account, changing nothing.
+/// The VPC's address blocks are read only if `needs_vpc_blocks` says the
+/// subnets' own blocks are not enough (see [`Network::blocks`]).
 pub async fn resolve(
     ec2: &aws_sdk_ec2::Client,
     subnet_ids: &BTreeSet<String>,
     security_group_ids: &BTreeSet<String>,
+    needs_vpc_blocks: impl FnOnce(&VpcBlocks) -> bool,
 ) -> Result<Network> {
     const SUBNETS: &str = "SubnetIds";
     // A filter, not SubnetIds: it lists what exists instead of failing on the
     // first missing ID, so the error can name every one that is missing.
-    let subnets = ec2
-        .describe_subnets()
-        .filters(Filter::builder().name("subnet-id").set_values(Some(subnet_ids.iter().cloned().collect())).build())
-        .send()
-        .await
-        .map_err(Error::aws("reading the subnets (DescribeSubnets)"))?
-        .subnets
-        .unwrap_or_default();
+    let (subnets, groups) = tokio::try_join!(
+        async {
+            ec2.describe_subnets()
+                .filters(
+                    Filter::builder().name("subnet-id").set_values(Some(subnet_ids.iter().cloned().collect())).build(),
+                )
+                .send()
+                .await
+                .map_err(Error::aws("reading the subnets (DescribeSubnets)"))
+        },
+        security_groups(ec2, security_group_ids),
+    )?;
+    let subnets = subnets.subnets.unwrap_or_default();
 
     let found: BTreeSet<&str> = subnets.iter().filter_map(|s| s.subnet_id.as_deref()).collect();
     let missing: Vec<&str> = subnet_ids.iter().map(String::as_str).filter(|id| !found.contains(id)).collect();
@@ -113,10 +135,18 @@ pub async fn resolve(
         zones.insert(id.to_string(), Zone { name: zone.to_string(), id: zone_id.to_string() });
     }
     let vpc_id = vpc_of.first().map(|(_, vpc)| vpc.to_string()).unwrap_or_default();
+    check_security_groups(security_group_ids, &groups, &vpc_id)?;
+    let subnet_blocks = VpcBlocks(subnets.iter().filter_map(|s| parse_block(s.cidr_block.as_deref()?)).collect());
+    let (blocks, blocks_are_vpc) = match needs_vpc_blocks(&subnet_blocks) {
+        true => (vpc_blocks(ec2, &vpc_id).await?, true),
+        false => (subnet_blocks, false),
+    };
+    Ok(Network { vpc_id, subnets: zones, blocks, blocks_are_vpc })
+}
 
-    let (blocks, ()) =
-        tokio::try_join!(vpc_blocks(ec2, &vpc_id), check_security_groups(ec2, security_group_ids, &vpc_id))?;
-    Ok(Network { vpc_id, subnets: zones, blocks })
+fn parse_block(block: &str) -> Option<(Ipv4Addr, u8)> {
+    let (net, len) = block.split_once('/')?;
+    Some((net.parse().ok()?, len.parse().ok().filter(|len| *len <= 32)?))
 }
 
 pub async fn vpc_blocks(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<VpcBlocks> {
@@ -131,41 +161,34 @@ pub async fn vpc_blocks(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<VpcBl
                 vpc.cidr_block_association_set.unwrap_or_default().into_iter().filter_map(|a| a.cidr_block);
             associated.chain(vpc.cidr_block)
         })
-        .filter_map(|block| {
-            let (net, len) = block.split_once('/')?;
-            Some((net.parse().ok()?, len.parse().ok().filter(|len| *len <= 32)?))
-        })
+        .filter_map(|block| parse_block(&block))
         .collect();
     Ok(VpcBlocks(blocks))
 }
 
-async fn check_security_groups(
-    ec2: &aws_sdk_ec2::Client,
-    security_group_ids: &BTreeSet<String>,
-    vpc_id: &str,
-) -> Result<()> {
-    const GROUPS: &str = "SecurityGroupIds";
-    if security_group_ids.is_empty() {
-        return Ok(());
+/// The given security groups as (ID, VPC).
+async fn security_groups(ec2: &aws_sdk_ec2::Client, ids: &BTreeSet<String>) -> Result<BTreeMap<String, String>> {
+    if ids.is_empty() {
+        return Ok(BTreeMap::new());
     }
     let groups = ec2
         .describe_security_groups()
-        .filters(
-            Filter::builder().name("group-id").set_values(Some(security_group_ids.iter().cloned().collect())).build(),
-        )
+        .filters(Filter::builder().name("group-id").set_values(Some(ids.iter().cloned().collect())).build())
         .send()
         .await
         .map_err(Error::aws("reading the security groups (DescribeSecurityGroups)"))?
         .security_groups
         .unwrap_or_default();
-    let found: BTreeMap<&str, &str> =
-        groups.iter().filter_map(|g| Some((g.group_id.as_deref()?, g.vpc_id.as_deref().unwrap_or_default()))).collect();
-    let missing: Vec<&str> =
-        security_group_ids.iter().map(String::as_str).filter(|id| !found.contains_key(id)).collect();
+    Ok(groups.into_iter().filter_map(|g| Some((g.group_id?, g.vpc_id.unwrap_or_default()))).collect())
+}
+
+fn check_security_groups(ids: &BTreeSet<String>, found: &BTreeMap<String, String>, vpc_id: &str) -> Result<()> {
+    const GROUPS: &str = "SecurityGroupIds";
+    let missing: Vec<&str> = ids.iter().map(String::as_str).filter(|id| !found.contains_key(*id)).collect();
     if !missing.is_empty() {
         return Err(Error::property(GROUPS, format!("{} not found in this account and region", missing.join(", "))));
     }
-    if let Some((id, vpc)) = found.iter().find(|(_, vpc)| **vpc != vpc_id) {
+    if let Some((id, vpc)) = found.iter().find(|(_, vpc)| *vpc != vpc_id) {
         return Err(Error::property(GROUPS, format!("{id} is in {vpc}, not in {vpc_id} where the subnets are")));
     }
     Ok(())
@@ -181,6 +204,7 @@ mod tests {
             vpc_id: "vpc-1".into(),
             subnets: BTreeMap::new(),
             blocks: VpcBlocks(vec![("10.0.0.0".parse().unwrap(), 16), ("100.64.0.0".parse().unwrap(), 24)]),
+            blocks_are_vpc: true,
         };
         assert!(network.contains("10.0.255.1".parse().unwrap()));
         assert!(network.contains("100.64.0.9".parse().unwrap()));

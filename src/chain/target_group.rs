@@ -100,10 +100,7 @@ pub async fn ensure(
     progress: &Progress,
 ) -> Result<(String, bool)> {
     if let Some(tg) = existing {
-        tokio::try_join!(
-            tags::sync_elb(elb, &tg.arn, &tg.tags, tags, progress),
-            ensure_attributes(elb, &tg.arn, false)
-        )?;
+        tags::sync_elb(elb, &tg.arn, &tg.tags, tags, progress).await?;
         return Ok((tg.arn.clone(), false));
     }
     let _step = progress.step("creating the target group");
@@ -137,7 +134,6 @@ pub async fn ensure(
             },
         )?;
     progress.record("target group", &arn);
-    ensure_attributes(elb, &arn, true).await?;
     Ok((arn, true))
 }
 
@@ -150,8 +146,13 @@ async fn adopt(elb: &elbv2::Client, name: &str, tags: &Tags) -> Result<Option<Ta
     Ok(tags.is_same_generation(&tg.tags).then_some(tg))
 }
 
-/// Sets the failover-friendly attributes; a target group created just now has AWS's defaults, so it is not read first.
-async fn ensure_attributes(elb: &elbv2::Client, arn: &str, fresh: bool) -> Result<()> {
+/// Sets the failover attributes on a chain that follows a database; one with
+/// fixed addresses keeps AWS's defaults (the user moves its target, by Update).
+/// A target group created just now has AWS's defaults, so it is not read first.
+pub async fn ensure_failover_attributes(elb: &elbv2::Client, arn: &str, fresh: bool, want: &Desired<'_>) -> Result<()> {
+    if want.resolved.follows.is_none() {
+        return Ok(());
+    }
     if !fresh {
         let current = elb
             .describe_target_group_attributes()
@@ -205,6 +206,24 @@ pub struct Targets<'a> {
     pub ips: &'a BTreeSet<Ipv4Addr>,
     pub port: u16,
     pub in_vpc: &'a dyn Fn(Ipv4Addr) -> bool,
+}
+
+/// Makes the wanted addresses the only targets of an existing target group.
+/// Returns the health read to decide it when nothing changed (it is still current).
+pub async fn converge_targets(
+    elb: &elbv2::Client,
+    arn: &str,
+    want: &Desired<'_>,
+    progress: &Progress,
+) -> Result<Option<Vec<super::TargetHealth>>> {
+    let _step = progress.step("registering the database writer as the target");
+    let read = super::health::read(elb, arn, false).await?;
+    let current: Registered = read.iter().filter(|t| t.state != "draining").map(|t| (t.id.clone(), t.port)).collect();
+    let network = &want.resolved.network;
+    let wanted =
+        Targets { ips: &want.resolved.target_ips, port: want.resolved.port, in_vpc: &|ip| network.contains(ip) };
+    let change = set_targets(elb, arn, &current, &wanted, false).await?;
+    Ok((change.registered.is_empty() && change.deregistered.is_empty()).then_some(read))
 }
 
 /// A registered target: address (or other ID) and port.

@@ -23,12 +23,13 @@ pub async fn after_failure(
     let progress = Progress::default();
     let mut group = Group::recorded(generation, made);
     let cleanup = within(until, &progress, async {
-        if let Some(found) = chain.own(name, generation).await? {
-            if found.answered_as().is_some() {
-                // CloudFormation holds it (a request delivered again after its answer): it stays.
-                return Ok(());
-            }
-            group.merge(found);
+        match chain.own(name, generation).await {
+            // CloudFormation holds it (a request delivered again after its answer): it stays.
+            Ok(Some(found)) if found.answered_as().is_some() => return Ok(()),
+            Ok(Some(found)) => group.merge(found),
+            Ok(None) => {}
+            // What this attempt recorded is removed all the same.
+            Err(error) => warn!(%error, "could not look for what earlier attempts made"),
         }
         if group.is_empty() {
             return Ok(());

@@ -128,19 +128,15 @@ impl ReversePrivateLink {
             deadline.work_until,
             &progress,
             Box::pin(async {
-                let (resolution, own) = tokio::try_join!(
-                    Box::pin(resolve(&self.aws, &self.databases, &spec, &progress)),
-                    chain.own(&name, &generation),
-                )?;
+                let resolution = Box::pin(resolve(&self.aws, &self.databases, &spec, &progress)).await?;
                 let want = Desired {
                     spec: &spec,
                     resolved: &resolution.resolved,
                     generation: generation.clone(),
                     dropped_tag_keys: BTreeSet::new(),
                 };
-                let built = Box::pin(chain.converge(&want, own.as_ref(), &progress, deadline.waits_until())).await?;
-                // Just before answering: a cancelled Create removes what it built.
-                progress.checkpoint().await?;
+                // What an earlier attempt of this request made is found as it goes (by name).
+                let built = Box::pin(chain.converge(&want, None, &progress, deadline.waits_until())).await?;
                 Ok((built, resolution))
             }),
         )
@@ -181,12 +177,12 @@ impl ReversePrivateLink {
         // Set once the request starts building a new chain: only that is removed on failure.
         let building_new = Mutex::new(false);
         let built = within(deadline.work_until, &progress, Box::pin(async {
-            let (resolution, index) =
-                tokio::try_join!(Box::pin(resolve(&self.aws, &self.databases, &spec, &progress)), chain.by_tags())?;
-            let named = match physical_id.starts_with(SERVICE_ID_PREFIX) {
-                true => chain.named(physical_id, &index).await?,
-                false => None,
-            };
+            let (resolution, index, service) = tokio::try_join!(
+                Box::pin(resolve(&self.aws, &self.databases, &spec, &progress)),
+                chain.by_tags(),
+                chain.service(physical_id),
+            )?;
+            let named = chain.named(physical_id, service, &index).await?;
             let base = Desired {
                 spec: &spec,
                 resolved: &resolution.resolved,
@@ -198,7 +194,7 @@ impl ReversePrivateLink {
                 Some(group) => (Desired { generation: group.generation.clone(), ..base }, Some(group)),
                 None => {
                     *building_new.lock().unwrap_or_else(PoisonError::into_inner) = true;
-                    (base, chain.own(&name, &replacement).await?)
+                    (base, None)
                 }
             };
             let keep: Vec<&str> = [Some(replacement.as_str()), named.as_ref().map(|g| g.generation.as_str()), Some(want.generation.as_str())]
@@ -222,7 +218,6 @@ impl ReversePrivateLink {
                 error!(%error, "could not remove what earlier requests left; the next event of this resource tries again");
             }
             let built = built?;
-            progress.checkpoint().await?;
             let named_unmarked = existing.as_ref().is_some_and(|g| g.answered_as().is_none());
             Ok((built, resolution, named_unmarked))
         }))
@@ -304,11 +299,8 @@ impl ReversePrivateLink {
         let physical_id = request.physical_resource_id.as_str();
         let progress = Progress::default();
         within(deadline.work_until, &progress, Box::pin(async {
-            let index = chain.by_tags().await?;
-            let named = match physical_id.starts_with(SERVICE_ID_PREFIX) {
-                true => chain.named(physical_id, &index).await?,
-                false => None,
-            };
+            let (index, service) = tokio::try_join!(chain.by_tags(), chain.service(physical_id))?;
+            let named = chain.named(physical_id, service, &index).await?;
             match &named {
                 Some(group) => chain.teardown(group, &progress).await?,
                 None if physical_id.starts_with(SERVICE_ID_PREFIX) => {

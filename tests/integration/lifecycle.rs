@@ -54,7 +54,7 @@ async fn create_builds_every_resource_with_the_right_settings() {
         assert_eq!(tags.get(LOGICAL_ID_TAG).map(String::as_str), Some(LOGICAL_ID));
         assert!(tags.contains_key(GENERATION_TAG));
     }
-    for tags in [&chain.service_tags, &chain.load_balancer_tags, &chain.target_group_tags] {
+    for tags in [&chain.load_balancer_tags, &chain.target_group_tags] {
         assert_eq!(tags.get(ANSWERED_TAG), Some(&service_id), "marked once CloudFormation has the answer");
     }
 

@@ -375,3 +375,20 @@ async fn a_load_balancer_that_failed_ends_the_wait_at_once() {
     s.proxy.clear();
     s.holds_exactly(None, "a failed load balancer").await;
 }
+
+#[tokio::test]
+async fn a_leftover_deleted_while_the_inventory_runs_does_not_fail_the_request() {
+    let s = Simulator::start().await;
+    let props = s.h.properties();
+    let a = s.create(&props).await;
+    let leftover = s.h.leave_debris(&new_request_id(), true).await;
+    // One of the listed resources is gone by the time its tags are read: AWS fails the whole batch.
+    s.proxy.inject("DescribeTags", Fault::Refuse("LoadBalancerNotFound"), Some(1));
+    let mut more = props.clone();
+    more["AllowedPrincipals"] = json!([CONSUMER, SECOND_CONSUMER]);
+    let updated = s.update(&a, &props, &more).await;
+    assert_eq!(updated["Status"], "SUCCESS", "{updated}");
+    assert!(s.proxy.injected().iter().any(|(action, _)| action == "DescribeTags"), "the refusal was met");
+    assert!(!s.h.inventory().await.load_balancers.contains(&leftover), "the leftover went all the same");
+    s.holds_exactly(Some(&a), "an update while a listed resource vanished").await;
+}

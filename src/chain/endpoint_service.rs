@@ -11,6 +11,9 @@ use super::tags::{self, LOGICAL_ID_TAG, STACK_ID_TAG, Tags};
 use super::{Desired, Owner, Progress};
 use crate::error::{Error, Result, code_of};
 
+/// Every endpoint service ID starts so; the chain's physical ID is its service's.
+pub const ID_PREFIX: &str = "vpce-svc-";
+
 #[derive(Debug, Clone)]
 pub struct EndpointService {
     pub id: String,

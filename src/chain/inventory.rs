@@ -102,7 +102,7 @@ impl Chain<'_> {
 
     /// The endpoint service `service_id` of this owner, read by its ID: a tag index can lag.
     pub async fn service(&self, service_id: &str) -> Result<Option<EndpointService>> {
-        if !service_id.starts_with("vpce-svc-") {
+        if !service_id.starts_with(endpoint_service::ID_PREFIX) {
             return Ok(None);
         }
         endpoint_service::by_id(&self.aws.ec2, &self.owner, service_id).await

@@ -29,7 +29,7 @@ pub use crate::deadline::Progress;
 use crate::error::Result;
 use crate::spec::Spec;
 
-pub use endpoint_service::EndpointService;
+pub use endpoint_service::{EndpointService, ID_PREFIX as SERVICE_ID_PREFIX};
 pub use health::{TargetHealth, describe as describe_health};
 pub use ingress::IngressRule;
 pub use inventory::Inventory;

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tracing::{error, info, warn};
 
 use crate::aws::Aws;
-use crate::chain::{self, Built, Chain, Desired, Group, Owner};
+use crate::chain::{self, Built, Chain, Desired, Group, Owner, SERVICE_ID_PREFIX};
 use crate::cloudformation::{
     CreateRequest, CustomResource, DeleteRequest, Request, StatusReader, Success, UpdateRequest,
 };
@@ -29,9 +29,6 @@ use crate::error::{Error, Result};
 use crate::resolve::{Resolution, resolve};
 use crate::spec::{Spec, tag_keys};
 use watch::{Acceptance, StillAwaited, acceptance};
-
-/// Physical IDs of this resource are endpoint service IDs.
-const SERVICE_ID_PREFIX: &str = "vpce-svc-";
 
 /// The reverse-PrivateLink custom resource.
 pub struct ReversePrivateLink {
@@ -166,62 +163,15 @@ impl ReversePrivateLink {
     /// CloudFormation to delete the old one once the stack update has succeeded.
     async fn update(&self, request: &UpdateRequest, deadline: &Deadline) -> Result<Success> {
         let spec = Spec::from_properties(&request.resource_properties, &request.stack_id)?;
-        let dropped_tag_keys: BTreeSet<String> =
-            tag_keys(&request.old_resource_properties).into_iter().filter(|key| !spec.tags.contains_key(key)).collect();
         let chain = self.chain(&request.stack_id, &request.logical_resource_id);
         let replacement = chain::generation(&request.request_id);
         let name = format!("{}-{replacement}", spec.name);
         let watch = self.watch(&request.stack_id, &request.logical_resource_id);
         let progress = Progress::with_checkpoint(watch.clone());
-        let physical_id = request.physical_resource_id.as_str();
         // Set once the request starts building a new chain: only that is removed on failure.
         let building_new = Mutex::new(false);
-        let built = within(deadline.work_until, &progress, Box::pin(async {
-            let (resolution, index, service) = tokio::try_join!(
-                Box::pin(resolve(&self.aws, &self.databases, &spec, &progress)),
-                chain.by_tags(),
-                chain.service(physical_id),
-            )?;
-            let named = chain.named(physical_id, service, &index).await?;
-            let base = Desired {
-                spec: &spec,
-                resolved: &resolution.resolved,
-                generation: replacement.clone(),
-                dropped_tag_keys,
-            };
-            let in_place = Box::pin(self.in_place(&chain, &base, named.as_ref(), &index)).await?;
-            let (want, existing) = match in_place {
-                Some(group) => (Desired { generation: group.generation.clone(), ..base }, Some(group)),
-                None => {
-                    *building_new.lock().unwrap_or_else(PoisonError::into_inner) = true;
-                    (base, None)
-                }
-            };
-            let keep: Vec<&str> = [Some(replacement.as_str()), named.as_ref().map(|g| g.generation.as_str()), Some(want.generation.as_str())]
-                .into_iter()
-                .flatten()
-                .collect();
-            // Alongside: the leftovers of crashed or failed requests of this resource go.
-            let sweep_progress = Progress::default();
-            let sweep = Box::pin(cleanup::sweep(
-                &chain,
-                &index,
-                &keep,
-                &self.status,
-                &request.stack_id,
-                &request.logical_resource_id,
-                &sweep_progress,
-            ));
-            let (built, swept) =
-                tokio::join!(Box::pin(chain.converge(&want, existing.as_ref(), &progress, deadline.waits_until())), sweep);
-            if let Err(error) = swept {
-                error!(%error, "could not remove what earlier requests left; the next event of this resource tries again");
-            }
-            let built = built?;
-            let named_unmarked = existing.as_ref().is_some_and(|g| g.answered_as().is_none());
-            Ok((built, resolution, named_unmarked))
-        }))
-        .await;
+        let work = self.update_work(request, &spec, &chain, &progress, deadline, &building_new);
+        let built = within(deadline.work_until, &progress, Box::pin(work)).await;
         let new_chain = *building_new.lock().unwrap_or_else(PoisonError::into_inner);
         match built {
             Ok((built, resolution, unmarked)) => {
@@ -248,6 +198,52 @@ impl ReversePrivateLink {
             ))
             .await),
         }
+    }
+
+    async fn update_work(
+        &self,
+        request: &UpdateRequest,
+        spec: &Spec,
+        chain: &Chain<'_>,
+        progress: &Progress,
+        deadline: &Deadline,
+        building_new: &Mutex<bool>,
+    ) -> Result<(Built, Resolution, bool)> {
+        let physical_id = request.physical_resource_id.as_str();
+        let replacement = chain::generation(&request.request_id);
+        let dropped_tag_keys: BTreeSet<String> =
+            tag_keys(&request.old_resource_properties).into_iter().filter(|key| !spec.tags.contains_key(key)).collect();
+        let (resolution, index, service) = tokio::try_join!(
+            Box::pin(resolve(&self.aws, &self.databases, spec, progress)),
+            chain.by_tags(),
+            chain.service(physical_id),
+        )?;
+        let named = chain.named(physical_id, service, &index).await?;
+        let base = Desired { spec, resolved: &resolution.resolved, generation: replacement.clone(), dropped_tag_keys };
+        let in_place = Box::pin(self.in_place(chain, &base, named.as_ref(), &index)).await?;
+        let (want, existing) = match in_place {
+            Some(group) => (Desired { generation: group.generation.clone(), ..base }, Some(group)),
+            None => {
+                *building_new.lock().unwrap_or_else(PoisonError::into_inner) = true;
+                (base, None)
+            }
+        };
+        let named_generation = named.as_ref().map(|g| g.generation.as_str());
+        let keep: Vec<&str> = [Some(replacement.as_str()), named_generation, Some(want.generation.as_str())]
+            .into_iter()
+            .flatten()
+            .collect();
+        // Alongside: the leftovers of crashed or failed requests of this resource go.
+        let sweep_progress = Progress::default();
+        let (stack_id, logical_id) = (&request.stack_id, &request.logical_resource_id);
+        let sweep = cleanup::sweep(chain, &index, &keep, &self.status, stack_id, logical_id, &sweep_progress);
+        let converge = chain.converge(&want, existing.as_ref(), progress, deadline.waits_until());
+        let (built, swept) = tokio::join!(Box::pin(converge), Box::pin(sweep));
+        if let Err(error) = swept {
+            error!(%error, "could not remove what earlier requests left; the next event of this resource tries again");
+        }
+        let named_unmarked = existing.as_ref().is_some_and(|g| g.answered_as().is_none());
+        Ok((built?, resolution, named_unmarked))
     }
 
     /// The chain to change in place: the named one if it can take `want`, else

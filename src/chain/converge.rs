@@ -12,8 +12,8 @@ use tokio::time::Instant;
 use tracing::info;
 
 use super::{
-    Built, Chain, Desired, Group, MAX_STATE_WAIT, Progress, TargetHealth, endpoint_service, health, ingress, listener,
-    load_balancer, security_group, tags, target_group,
+    Built, Chain, Desired, EndpointService, Group, LoadBalancer, MAX_STATE_WAIT, Progress, TargetHealth,
+    endpoint_service, health, ingress, listener, load_balancer, security_group, tags, target_group,
 };
 use crate::error::Result;
 
@@ -135,20 +135,7 @@ impl Chain<'_> {
         self.drop_own_group_if_unused(want, &existing, progress).await?;
         let health = self.health(want, &tg_arn, &groups, health, health_until, progress).await?;
         info!(service_id = %service.id, generation = %want.generation, "chain complete");
-        Ok(Built {
-            service_id: service.id,
-            service_name: service.name,
-            load_balancer_arn: lb.arn,
-            load_balancer_dns_name: lb.dns_name,
-            target_group_arn: tg_arn,
-            listener_arn,
-            zones: want.resolved.network.zones(),
-            target_ips: want.resolved.target_ips.iter().copied().collect(),
-            enforce_inbound_on_private_link: !groups.is_empty() && want.spec.enforce_inbound_on_private_link,
-            security_groups: groups.into_iter().collect(),
-            supported_regions: service.supported_regions.into_iter().collect(),
-            target_health: health,
-        })
+        Ok(built(want, service, &lb, tg_arn, listener_arn, groups, health))
     }
 
     /// Changes a complete chain in place. `group` carries the load balancer and
@@ -203,20 +190,7 @@ impl Chain<'_> {
         )?;
         let health = self.health(want, &tg.arn, &groups, health, health_until, progress).await?;
         info!(service_id = %service.id, generation = %want.generation, "chain changed in place");
-        Ok(Built {
-            service_id: service.id,
-            service_name: service.name,
-            load_balancer_arn: lb.arn.clone(),
-            load_balancer_dns_name: lb.dns_name.clone(),
-            target_group_arn: tg.arn.clone(),
-            listener_arn,
-            zones: want.resolved.network.zones(),
-            target_ips: want.resolved.target_ips.iter().copied().collect(),
-            enforce_inbound_on_private_link: !groups.is_empty() && want.spec.enforce_inbound_on_private_link,
-            security_groups: groups.into_iter().collect(),
-            supported_regions: service.supported_regions.into_iter().collect(),
-            target_health: health,
-        })
+        Ok(built(want, service, lb, tg.arn.clone(), listener_arn, groups, health))
     }
 
     async fn database_ingress(
@@ -259,5 +233,31 @@ impl Chain<'_> {
             true => health::wait_healthy(&self.aws.elb, tg_arn, want, groups, until, progress).await,
             false => Ok(read),
         }
+    }
+}
+
+/// What a finished chain reports.
+fn built(
+    want: &Desired<'_>,
+    service: EndpointService,
+    lb: &LoadBalancer,
+    target_group_arn: String,
+    listener_arn: String,
+    groups: BTreeSet<String>,
+    target_health: Vec<TargetHealth>,
+) -> Built {
+    Built {
+        service_id: service.id,
+        service_name: service.name,
+        load_balancer_arn: lb.arn.clone(),
+        load_balancer_dns_name: lb.dns_name.clone(),
+        target_group_arn,
+        listener_arn,
+        zones: want.resolved.network.zones(),
+        target_ips: want.resolved.target_ips.iter().copied().collect(),
+        enforce_inbound_on_private_link: !groups.is_empty() && want.spec.enforce_inbound_on_private_link,
+        security_groups: groups.into_iter().collect(),
+        supported_regions: service.supported_regions.into_iter().collect(),
+        target_health,
     }
 }

@@ -40,6 +40,40 @@ impl Inventory {
     }
 }
 
+/// Every resource of `types` carrying the tags in `filters` (a key, with a value
+/// or any), with its tags, through the Resource Groups Tagging API.
+pub async fn tagged(
+    tagging: &aws_sdk_resourcegroupstagging::Client,
+    filters: &[(&str, Option<&str>)],
+    types: &[&str],
+) -> std::result::Result<Vec<(String, BTreeMap<String, String>)>, GetResourcesSdkError> {
+    let filters = filters
+        .iter()
+        .map(|(key, value)| TagFilter::builder().key(*key).set_values(value.map(|v| vec![v.to_string()])).build());
+    let pages: Vec<_> = tagging
+        .get_resources()
+        .set_tag_filters(Some(filters.collect()))
+        .set_resource_type_filters(Some(types.iter().map(ToString::to_string).collect()))
+        .into_paginator()
+        .send()
+        .try_collect()
+        .await?;
+    Ok(pages
+        .into_iter()
+        .flat_map(|page| page.resource_tag_mapping_list.unwrap_or_default())
+        .filter_map(|mapping| {
+            let tags = mapping.tags.unwrap_or_default().into_iter().map(|t| (t.key, t.value)).collect();
+            Some((mapping.resource_arn?, tags))
+        })
+        .collect())
+}
+
+/// The error of a failed `tag:GetResources`.
+pub type GetResourcesSdkError = aws_sdk_resourcegroupstagging::error::SdkError<
+    aws_sdk_resourcegroupstagging::operation::get_resources::GetResourcesError,
+    aws_sdk_resourcegroupstagging::config::http::HttpResponse,
+>;
+
 impl Chain<'_> {
     /// Every resource carrying this owner's tags, through tag indexes: the
     /// Resource Groups Tagging API for load balancers and target groups, tag
@@ -76,28 +110,13 @@ impl Chain<'_> {
     }
 
     async fn tagged_elb_resources(&self) -> Result<Vec<(String, BTreeMap<String, String>)>> {
-        let pages: Vec<_> = self
-            .aws
-            .tagging
-            .get_resources()
-            .tag_filters(TagFilter::builder().key(STACK_ID_TAG).values(&self.owner.stack_id).build())
-            .tag_filters(TagFilter::builder().key(LOGICAL_ID_TAG).values(&self.owner.logical_id).build())
-            .resource_type_filters("elasticloadbalancing:loadbalancer")
-            .resource_type_filters("elasticloadbalancing:targetgroup")
-            .resource_type_filters("elasticloadbalancing:listener")
-            .into_paginator()
-            .send()
-            .try_collect()
+        let filters =
+            [(STACK_ID_TAG, Some(self.owner.stack_id.as_str())), (LOGICAL_ID_TAG, Some(&self.owner.logical_id))];
+        let types =
+            ["elasticloadbalancing:loadbalancer", "elasticloadbalancing:targetgroup", "elasticloadbalancing:listener"];
+        tagged(&self.aws.tagging, &filters, &types)
             .await
-            .map_err(Error::aws("finding the chain's load balancers and target groups (tag:GetResources)"))?;
-        Ok(pages
-            .into_iter()
-            .flat_map(|page| page.resource_tag_mapping_list.unwrap_or_default())
-            .filter_map(|mapping| {
-                let tags = mapping.tags.unwrap_or_default().into_iter().map(|t| (t.key, t.value)).collect();
-                Some((mapping.resource_arn?, tags))
-            })
-            .collect())
+            .map_err(Error::aws("finding the chain's load balancers and target groups (tag:GetResources)"))
     }
 
     /// The endpoint service `service_id` of this owner, read by its ID: a tag index can lag.

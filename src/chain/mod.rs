@@ -32,7 +32,7 @@ use crate::spec::Spec;
 pub use endpoint_service::{EndpointService, ID_PREFIX as SERVICE_ID_PREFIX};
 pub use health::{TargetHealth, describe as describe_health};
 pub use ingress::IngressRule;
-pub use inventory::Inventory;
+pub use inventory::{Inventory, tagged};
 pub use load_balancer::LoadBalancer;
 pub use network::{Network, Zone};
 pub use security_group::SecurityGroup;

@@ -9,7 +9,6 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
-use aws_sdk_resourcegroupstagging::types::TagFilter;
 use serde_json::Value;
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -17,7 +16,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::aws::Aws;
 use crate::chain::network::{self, VpcBlocks};
 use crate::chain::target_group::{self, Registered};
-use crate::chain::{ANSWERED_TAG, DATABASE_TAG, STACK_ID_TAG};
+use crate::chain::{self, ANSWERED_TAG, DATABASE_TAG, STACK_ID_TAG};
 use crate::database::{Databases, Writer};
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
@@ -142,30 +141,17 @@ impl Sync {
 
     /// The answered target groups that carry a database tag (of this stack, when the function knows it).
     pub async fn followers(&self) -> Result<Vec<Follower>> {
-        let mut filters = vec![TagFilter::builder().key(DATABASE_TAG).build()];
-        if let Some(stack_id) = &self.stack_id {
-            filters.push(TagFilter::builder().key(STACK_ID_TAG).values(stack_id).build());
-        }
-        let pages: Vec<_> = self
-            .aws
-            .tagging
-            .get_resources()
-            .set_tag_filters(Some(filters))
-            .resource_type_filters("elasticloadbalancing:targetgroup")
-            .into_paginator()
-            .send()
-            .try_collect()
+        let filters = [(DATABASE_TAG, None), (STACK_ID_TAG, self.stack_id.as_deref())];
+        let filters = if self.stack_id.is_some() { &filters[..] } else { &filters[..1] };
+        let tagged = chain::tagged(&self.aws.tagging, filters, &["elasticloadbalancing:targetgroup"])
             .await
             .map_err(Error::aws("finding the chains that follow a database (tag:GetResources)"))?;
-        Ok(pages
+        Ok(tagged
             .into_iter()
-            .flat_map(|page| page.resource_tag_mapping_list.unwrap_or_default())
-            .filter_map(|mapping| {
-                let tags: BTreeMap<String, String> =
-                    mapping.tags.unwrap_or_default().into_iter().map(|t| (t.key, t.value)).collect();
+            .filter_map(|(arn, tags)| {
                 // A chain CloudFormation has not received yet belongs to the request still building it.
                 tags.get(ANSWERED_TAG)?;
-                Some(Follower { target_group_arn: mapping.resource_arn?, database: tags.get(DATABASE_TAG)?.clone() })
+                Some(Follower { target_group_arn: arn, database: tags.get(DATABASE_TAG)?.clone() })
             })
             .collect())
     }

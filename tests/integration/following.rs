@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::harness::{DB_PORT, DbSeed, Harness};
-use crate::support::moto::Moto;
-use crate::support::proxy::{Fault, Proxy};
+use crate::support::proxy::Fault;
 
 fn figure(line: String) {
     println!("following: {line}");
@@ -17,14 +16,6 @@ fn figure(line: String) {
 
 fn id(answer: &Value) -> String {
     answer["PhysicalResourceId"].as_str().unwrap().to_string()
-}
-
-/// A harness whose function reaches moto through a proxy that counts and rewrites.
-async fn behind_proxy() -> (Harness, Proxy) {
-    let moto = Moto::start().await;
-    let proxy = Proxy::start(&moto.endpoint).await;
-    let config = moto.sdk_config_at(&proxy.endpoint).await;
-    (Harness::with_config(moto, config).await, proxy)
 }
 
 async fn failover(h: &Harness, db: &DbSeed) {
@@ -66,7 +57,7 @@ async fn a_chain_from_the_cluster_identifier_alone_registers_the_writer_in_the_d
 
 #[tokio::test]
 async fn a_scheduled_sync_follows_a_failover_and_touches_only_the_targets() {
-    let (h, proxy) = behind_proxy().await;
+    let (h, proxy) = Harness::behind_proxy(None).await;
     let db = h.seed_database().await;
     let answer = h.create(&h.following(&db.cluster)).await;
     let before = h.chain(&answer).await;
@@ -116,7 +107,7 @@ async fn an_rds_failover_event_moves_the_target_to_the_new_writer() {
 
 #[tokio::test]
 async fn a_failback_while_the_old_target_is_still_draining_registers_it_again() {
-    let (h, proxy) = behind_proxy().await;
+    let (h, proxy) = Harness::behind_proxy(None).await;
     let db = h.seed_database().await;
     let answer = h.create(&h.following(&db.cluster)).await;
     let tg = answer["Data"]["TargetGroupArn"].as_str().unwrap().to_string();

@@ -10,8 +10,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::harness::{CONSUMER, Harness, SECOND_CONSUMER, invoke};
-use crate::support::moto::Moto;
-use crate::support::proxy::{Fault, Proxy};
+use crate::support::proxy::Fault;
 use crate::support::runtime::{Ended, Process, RuntimeApi};
 
 fn figure(line: String) {
@@ -26,18 +25,6 @@ fn id(answer: &Value) -> String {
 /// CloudFormation has its answer, to record that it has it, and the question
 /// whether CloudFormation still waits (unanswerable, it proceeds).
 const NOT_STEPS: [&str; 3] = ["AddTags", "CreateTags", "DescribeStackResource"];
-
-/// A harness whose function reaches moto through a fault proxy.
-async fn behind_proxy(impatient: bool) -> (Harness, Proxy) {
-    let moto = Moto::start().await;
-    let proxy = Proxy::start(&moto.endpoint).await;
-    let config = if impatient {
-        moto.sdk_config_impatient(&proxy.endpoint, 3).await
-    } else {
-        moto.sdk_config_at(&proxy.endpoint).await
-    };
-    (Harness::with_config(moto, config).await, proxy)
-}
 
 /// Create, an Update touching every in-place property, then Delete.
 async fn lifecycle(h: &Harness) -> usize {
@@ -74,7 +61,7 @@ async fn every_action_failing_once_still_succeeds_and_leaves_nothing() {
     let mut injected = 0;
     for fault in faults {
         // The SDK's retry settings as the function ships them.
-        let (h, proxy) = behind_proxy(false).await;
+        let (h, proxy) = Harness::behind_proxy(None).await;
         proxy.inject_once_per_action(fault.clone());
         let events = lifecycle(&h).await;
         let seen: BTreeSet<String> = proxy.actions().into_iter().collect();
@@ -93,7 +80,7 @@ async fn every_action_failing_once_still_succeeds_and_leaves_nothing() {
 
 #[tokio::test]
 async fn a_persistent_failure_at_any_step_of_create_fails_naming_it_and_leaves_nothing() {
-    let (h, proxy) = behind_proxy(true).await;
+    let (h, proxy) = Harness::behind_proxy(Some(3)).await;
     // The steps: every call a clean Create makes before it answers.
     let created = h.create(&h.properties()).await;
     let steps: BTreeSet<String> =
@@ -136,7 +123,7 @@ const CRASH_POINTS: [&str; 7] = [
 
 /// Runs the binary on a Create and kills it right after `step` took effect.
 async fn crash_after(step: &str) -> (Harness, RuntimeApi, Value) {
-    let (h, proxy) = behind_proxy(false).await;
+    let (h, proxy) = Harness::behind_proxy(None).await;
     let runtime = RuntimeApi::start().await;
     let process = Process::start(&runtime, h.binary_env(&proxy.endpoint));
     let event = h.create_event(&h.properties());
@@ -205,7 +192,7 @@ async fn a_create_killed_after_any_step_then_delivered_again_builds_one_chain() 
 
 #[tokio::test]
 async fn the_binary_answers_before_its_deadline_while_the_load_balancer_provisions() {
-    let (h, proxy) = behind_proxy(false).await;
+    let (h, proxy) = Harness::behind_proxy(None).await;
     proxy.inject("DescribeLoadBalancers", Fault::KeepProvisioning, None);
     let runtime = RuntimeApi::start().await;
     let process = Process::start(&runtime, h.binary_env(&proxy.endpoint));

@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 
 use crate::support::cloudformation::CloudFormation;
 use crate::support::harness::{CONSUMER, Harness, LOGICAL_ID, SECOND_CONSUMER, chain_view, new_request_id};
-use crate::support::moto::Moto;
 use crate::support::proxy::{Fault, Proxy};
 use crate::support::runtime::{Ended, Process, RuntimeApi};
 
@@ -28,10 +27,7 @@ struct Simulator {
 
 impl Simulator {
     async fn start() -> Simulator {
-        let moto = Moto::start().await;
-        let proxy = Proxy::start(&moto.endpoint).await;
-        let config = moto.sdk_config_at(&proxy.endpoint).await;
-        let h = Harness::with_config(moto, config).await;
+        let (h, proxy) = Harness::behind_proxy(None).await;
         let cfn = CloudFormation::start(&h.stack_id, LOGICAL_ID).await;
         let runtime = RuntimeApi::start().await;
         let mut simulator = Simulator { h, proxy, cfn, runtime, processes: Vec::new() };

@@ -7,18 +7,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::harness::{DB_PORT, Harness, RuleView};
-use crate::support::moto::Moto;
-use crate::support::proxy::{Fault, Proxy};
+use crate::support::proxy::Fault;
 
 fn id(answer: &Value) -> String {
     answer["PhysicalResourceId"].as_str().unwrap().to_string()
-}
-
-async fn behind_proxy() -> (Harness, Proxy) {
-    let moto = Moto::start().await;
-    let proxy = Proxy::start(&moto.endpoint).await;
-    let config = moto.sdk_config_at(&proxy.endpoint).await;
-    (Harness::with_config(moto, config).await, proxy)
 }
 
 fn without(props: &Value, key: &str) -> Value {
@@ -51,7 +43,7 @@ fn reports_enforcement(value: &'static str) -> Fault {
 
 #[tokio::test]
 async fn without_security_groups_the_chain_gets_its_own_and_deletes_it_after_the_load_balancer() {
-    let (h, proxy) = behind_proxy().await;
+    let (h, proxy) = Harness::behind_proxy(None).await;
     let props = without(&h.properties(), "SecurityGroupIds");
     let created = h.create(&props).await;
     let chain = h.chain(&created).await;
@@ -110,7 +102,7 @@ async fn given_security_groups_are_used_as_they_are_and_switching_is_in_place() 
 
 #[tokio::test]
 async fn privatelink_enforcement_is_set_off_at_creation_and_changed_in_place() {
-    let (h, proxy) = behind_proxy().await;
+    let (h, proxy) = Harness::behind_proxy(None).await;
     let props = h.properties();
     let created = h.create(&props).await;
     assert_eq!(created["Data"]["EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic"], "off");
@@ -139,7 +131,7 @@ async fn privatelink_enforcement_is_set_off_at_creation_and_changed_in_place() {
 
 #[tokio::test]
 async fn the_database_lets_the_load_balancer_in_and_only_the_rules_made_for_it_are_removed() {
-    let (h, proxy) = behind_proxy().await;
+    let (h, proxy) = Harness::behind_proxy(None).await;
     let db = h.seed_database().await;
     let before = h.rules(&db.security_group).await;
     let props = h.following(&db.cluster);
@@ -219,7 +211,7 @@ async fn target_health_is_reported_and_a_healthy_writer_ends_the_wait_at_once() 
 
 #[tokio::test]
 async fn an_unhealthy_writer_fails_the_wait_with_a_diagnosis_and_leaves_nothing() {
-    let (h, proxy) = behind_proxy().await;
+    let (h, proxy) = Harness::behind_proxy(None).await;
     let db = h.seed_database().await;
     proxy.inject(
         "DescribeTargetHealth",

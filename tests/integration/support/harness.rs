@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use super::dns::DnsResponder;
 use super::http::Server;
 use super::moto::Moto;
+use super::proxy::Proxy;
 
 pub const LOGICAL_ID: &str = "ReversePrivateLink";
 pub const CONSUMER: &str = "arn:aws:iam::123456789012:root";
@@ -136,6 +137,19 @@ impl Harness {
                 "arn:aws:cloudformation:us-east-1:123456789012:stack/import-db/00000000-0000-0000-0000-{n:012}"
             ),
         }
+    }
+
+    /// A harness whose function reaches moto through a fault proxy, with the SDK's
+    /// retries as the function ships them, or only `attempts` quick tries (for
+    /// persistent failures, which the SDK would otherwise retry for a minute).
+    pub async fn behind_proxy(attempts: Option<u32>) -> (Harness, Proxy) {
+        let moto = Moto::start().await;
+        let proxy = Proxy::start(&moto.endpoint).await;
+        let config = match attempts {
+            Some(attempts) => moto.sdk_config_impatient(&proxy.endpoint, attempts).await,
+            None => moto.sdk_config_at(&proxy.endpoint).await,
+        };
+        (Harness::with_config(moto, config).await, proxy)
     }
 
     /// What the built binary needs besides the Runtime API: where AWS and DNS are.

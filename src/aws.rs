@@ -36,11 +36,17 @@ pub struct Aws {
 
 impl Aws {
     pub fn new(config: &SdkConfig) -> Self {
+        // Whether CloudFormation still waits is advice, not work: a question it cannot
+        // answer quickly is not worth a minute of retries on every request.
+        let cloudformation = aws_sdk_cloudformation::config::Builder::from(config)
+            .retry_config(RetryConfig::standard().with_max_attempts(2))
+            .timeout_config(TimeoutConfig::builder().operation_timeout(Duration::from_secs(10)).build())
+            .build();
         Aws {
             ec2: aws_sdk_ec2::Client::new(config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(config),
             rds: aws_sdk_rds::Client::new(config),
-            cloudformation: aws_sdk_cloudformation::Client::new(config),
+            cloudformation: aws_sdk_cloudformation::Client::from_conf(cloudformation),
             tagging: aws_sdk_resourcegroupstagging::Client::new(config),
         }
     }

@@ -419,3 +419,17 @@ async fn bad_input_gets_one_failed_answer_naming_the_field_and_creates_nothing()
         cases.len()
     ));
 }
+
+#[tokio::test]
+async fn a_cloudformation_that_cannot_answer_neither_fails_nor_holds_a_create() {
+    let (h, proxy) = Harness::behind_proxy(None).await;
+    proxy.inject("DescribeStackResource", Fault::ServerError(500), None);
+    let started = Instant::now();
+    let created = h.create(&h.properties()).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "the question is asked briefly, then the request proceeds: {took:?}");
+    assert!(proxy.injected().iter().any(|(action, _)| action == "DescribeStackResource"));
+    let deleted = h.send(&h.delete_event(&id(&created), &h.properties())).await;
+    assert_eq!(deleted["Status"], "SUCCESS", "{deleted}");
+    figure(format!("CloudFormation answering HTTP 500 throughout: Create SUCCESS after {took:.1?}"));
+}

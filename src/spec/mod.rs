@@ -85,9 +85,17 @@ impl Spec {
             }
         }
         // A field that fails reads as its default; the errors decide the outcome.
-        let target = noted(&mut errors, target::target(props));
+        let target = target::target(props);
+        // Subnets are derived only from an RDS identifier; a target that cannot be read has its own error.
+        let subnets_needed = matches!(&target, Ok(Target::Ips(_) | Target::Database(Database::DnsName(_))));
+        // Checked against the target only when that could be read, so one mistake gives one error.
+        let allow_database_ingress = match &target {
+            Ok(target) => traffic::allow_database_ingress(props, target),
+            Err(_) => boolean(props, "AllowDatabaseIngress", false),
+        };
+        let target = noted(&mut errors, target);
         let spec = Spec {
-            allow_database_ingress: noted(&mut errors, traffic::allow_database_ingress(props, &target)),
+            allow_database_ingress: noted(&mut errors, allow_database_ingress),
             target,
             vpc_id: noted(&mut errors, network::vpc_id(props)),
             subnet_ids: noted(&mut errors, network::id_set(props, "SubnetIds", "subnet-")),
@@ -102,9 +110,8 @@ impl Spec {
             wait_for_healthy_target: noted(&mut errors, traffic::wait_for_healthy_target(props)),
             supported_regions: noted(&mut errors, regions::supported_regions(props, stack_id)),
         };
-        let derivable = matches!(spec.target, Target::Database(Database::Identifier(_)));
         let subnets_read = !errors.iter().any(|e| matches!(e, Error::Property { property: "SubnetIds", .. }));
-        if spec.subnet_ids.is_empty() && !derivable && subnets_read {
+        if spec.subnet_ids.is_empty() && subnets_needed && subnets_read {
             errors.push(Error::property(
                 "SubnetIds",
                 "required: list at least one (they are derived only when Database names an RDS cluster or instance)",
@@ -208,6 +215,30 @@ mod tests {
     }
 
     #[test]
+    fn a_target_that_cannot_be_read_gives_its_own_error_only() {
+        let principals = json!(["arn:aws:iam::123456789012:root"]);
+        for (props, expected) in [
+            (
+                json!({"Database": "orders", "TargetIps": ["10.0.1.25"], "AllowDatabaseIngress": "true"}),
+                "Database and TargetIps: both are given; give exactly one",
+            ),
+            (json!({}), "Database and TargetIps: neither is given; give exactly one"),
+            (
+                json!({"Database": "10.0.1.25"}),
+                "Database: 10.0.1.25 is an IP address; give fixed addresses as TargetIps",
+            ),
+        ] {
+            let mut props = props;
+            props["AllowedPrincipals"] = principals.clone();
+            let err = error(props.clone());
+            assert!(
+                err.starts_with(expected) && !err.contains("; SubnetIds") && !err.contains("AllowDatabaseIngress:"),
+                "{props}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn each_bad_property_is_named() {
         let cases = [
             (with("Port", json!("0")), "Port:"),
@@ -226,7 +257,7 @@ mod tests {
             (with("SecurityGroupIds", json!(["vpc-01234567"])), "SecurityGroupIds:"),
             (with("VpcId", json!("subnet-01234567")), "VpcId:"),
             (with("TargetIps", json!(["8.8.8.8"])), "TargetIps: 8.8.8.8 is not a private address"),
-            (with("Database", json!("orders")), "Database: and TargetIps are both given"),
+            (with("Database", json!("orders")), "Database and TargetIps: both are given"),
             (with("Name", json!("a".repeat(MAX_NAME_LEN + 1))), "Name:"),
             (with("Name", json!("has_underscore")), "Name:"),
             (with("Name", json!("-lead")), "Name:"),
@@ -249,8 +280,10 @@ mod tests {
 
     #[test]
     fn all_problems_are_reported_together() {
-        let err = error(json!({"Port": "abc", "AllowedPrincipals": ["*"]}));
-        for property in ["SubnetIds", "TargetIps", "Database", "Port", "AllowedPrincipals"] {
+        let err = error(
+            json!({"TargetIps": ["10.0.1.25"], "Port": "abc", "AllowedPrincipals": ["*"], "AcceptanceRequired": 1}),
+        );
+        for property in ["SubnetIds", "Port", "AllowedPrincipals", "AcceptanceRequired"] {
             assert!(err.contains(property), "{err}");
         }
         assert!(error(json!("nope")).starts_with("ResourceProperties:"));

@@ -38,9 +38,9 @@ impl Database {
             return Err(format!("{text} is an IP address; give fixed addresses as TargetIps"));
         }
         if text.contains('.') {
-            let name = text.strip_suffix('.').unwrap_or(text).to_ascii_lowercase();
-            return is_dns_name(&name)
-                .then_some(Database::DnsName(name))
+            // Kept as given (DNS ignores case, and the resolver takes a trailing dot), so Data shows it so.
+            return is_dns_name(text.strip_suffix('.').unwrap_or(text))
+                .then(|| Database::DnsName(text.to_string()))
                 .ok_or_else(|| format!("{text:?} is not a valid DNS name"));
         }
         is_rds_identifier(text).then(|| Database::Identifier(text.to_string())).ok_or_else(|| {
@@ -86,18 +86,21 @@ pub fn is_private(ip: Ipv4Addr) -> bool {
 
 pub const PRIVATE_RANGES: &str = "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 or 100.64.0.0/10";
 
+/// How errors about the pair name it.
+const BOTH: &str = "Database and TargetIps";
+
 /// Exactly one of `Database` and `TargetIps`.
 pub fn target(props: &Properties) -> Result<Target> {
     let database = database(props);
     let ips = target_ips(props);
     match (database, ips) {
         (Ok(Some(_)), Ok(ips)) if !ips.is_empty() => Err(Error::property(
-            "Database",
-            "and TargetIps are both given; give exactly one: Database to follow the database's writer, or TargetIps for fixed addresses",
+            BOTH,
+            "both are given; give exactly one: Database to follow the database's writer, or TargetIps for fixed addresses",
         )),
         (Ok(None), Ok(ips)) if ips.is_empty() => Err(Error::property(
-            "Database",
-            "required, or TargetIps: give exactly one: Database (an RDS cluster or instance identifier, or a DNS name) to follow the writer, or TargetIps for fixed private addresses",
+            BOTH,
+            "neither is given; give exactly one: Database (an RDS cluster or instance identifier, or a DNS name) to follow the writer, or TargetIps (with SubnetIds) for fixed private addresses",
         )),
         (Ok(Some(database)), Ok(_)) => Ok(Target::Database(database)),
         (Ok(None), Ok(ips)) => Ok(Target::Ips(ips)),
@@ -159,8 +162,8 @@ mod tests {
         assert_eq!(Database::parse("orders").unwrap(), Database::Identifier("orders".into()));
         assert_eq!(Database::parse("orders-db-1").unwrap(), Database::Identifier("orders-db-1".into()));
         assert_eq!(
-            Database::parse("Orders.cluster-abc.us-east-1.rds.amazonaws.com.").unwrap(),
-            Database::DnsName("orders.cluster-abc.us-east-1.rds.amazonaws.com".into())
+            Database::parse(" Orders.cluster-abc.us-east-1.rds.amazonaws.com. ").unwrap(),
+            Database::DnsName("Orders.cluster-abc.us-east-1.rds.amazonaws.com.".into())
         );
         for bad in ["1orders", "orders-", "or--ders", "orders_db", "a..b", "-a.b", "10.0.1.25", &"a".repeat(64)] {
             assert!(Database::parse(bad).is_err(), "{bad}");

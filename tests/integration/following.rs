@@ -181,9 +181,11 @@ async fn an_instance_a_cluster_member_and_a_dns_name_are_followed_too() {
     assert_eq!(member["Data"]["TargetIps"], db.writer.address.to_string());
 
     h.dns.set("writer.db.example.internal", &[db.writer.address]);
-    let mut by_name = h.following("writer.db.example.internal");
+    // As a user may type it: DNS ignores case, and Data shows it as given.
+    let mut by_name = h.following("Writer.DB.example.internal.");
     by_name["SubnetIds"] = json!(h.seed.subnets);
     let named = h.create(&by_name).await;
+    assert_eq!(named["Data"]["Database"], "Writer.DB.example.internal.");
     assert_eq!(named["Data"]["WriterInstance"], "");
     assert_eq!(named["Data"]["TargetIps"], db.writer.address.to_string());
     assert_eq!(h.chain(&named).await.target_group_port, 3306, "no database to take the port from");

@@ -5,7 +5,7 @@ PYTHON      ?= python3
 ARCH        ?= x86_64
 VENV        := .venv
 TOOLS       := .tools
-MOTO_SERVER := $(abspath $(VENV))/bin/moto_server
+MOTO_PYTHON := $(abspath $(VENV))/bin/python
 # The emulator and the demo's DNS responder; the stamp's name changes with the pins, so a new pin reinstalls.
 PY_PINS     := moto[server]==5.2.5 dnslib==0.9.26
 VENV_READY  := $(VENV)/.ready-moto-5.2.5-dnslib-0.9.26
@@ -24,22 +24,22 @@ CARGO_LAMBDA_ARCH_arm64  := --arm64
 ## demo: run the Lambda binary against moto server: Create, Update, Delete (no AWS account)
 demo: $(VENV_READY)
 	cargo build --locked
-	$(VENV)/bin/python scripts/demo.py --binary target/debug/reverse-privatelink --moto-server $(MOTO_SERVER)
+	$(VENV)/bin/python scripts/demo.py --binary target/debug/reverse-privatelink
 
 ## test: all tests (unit, moto integration, protocol, binary through a Runtime API)
 test: $(VENV_READY)
-	MOTO_SERVER=$(MOTO_SERVER) cargo test --locked
+	MOTO_PYTHON=$(MOTO_PYTHON) cargo test --locked
 
 ## reliability: the fault, crash, deadline and bad-input tests, printing the figures they produce
 reliability: $(VENV_READY)
-	MOTO_SERVER=$(MOTO_SERVER) cargo test --locked --test integration reliability:: -- --nocapture 2>&1 \
+	MOTO_PYTHON=$(MOTO_PYTHON) cargo test --locked --test integration reliability:: -- --nocapture 2>&1 \
 		| tee target/reliability.log | grep -E '^(reliability:|test result)'
 	@grep -q '^test result: ok' target/reliability.log
 
 ## bench: speed, calls and memory of the release binary against moto, each beside its budget (non-zero exit when one is missed)
 bench: $(VENV_READY)
 	cargo build --release --locked
-	$(VENV)/bin/python scripts/bench.py --binary target/release/reverse-privatelink --moto-server $(MOTO_SERVER)
+	$(VENV)/bin/python scripts/bench.py --binary target/release/reverse-privatelink
 
 ## build: release bootstrap.zip with cargo-lambda (ARCH=x86_64 or arm64)
 build: $(BUILD_BIN)/cargo-lambda

@@ -306,7 +306,6 @@ def zip_size_mb(binary):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", default=str(ROOT / "target" / "release" / "reverse-privatelink"))
-    parser.add_argument("--moto-server", default=str(ROOT / ".venv" / "bin" / "moto_server"))
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     (ROOT / "target").mkdir(exist_ok=True)
@@ -315,7 +314,7 @@ def main():
     def row(figure, value, budget, ok):
         rows.append((figure, value, budget, ok))
 
-    moto, endpoint = start_moto(args.moto_server)
+    moto, endpoint = start_moto()
     function = None
     try:
         session = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="bench", aws_secret_access_key="bench")

@@ -16,11 +16,16 @@ pub struct Moto {
     _child: Child,
 }
 
-/// `MOTO_SERVER`, or the project's `.venv` that `make test` prepares.
-fn moto_server() -> PathBuf {
-    std::env::var_os("MOTO_SERVER")
+/// The Python with moto: `MOTO_PYTHON`, or the project's `.venv` that `make test` prepares.
+fn moto_python() -> PathBuf {
+    std::env::var_os("MOTO_PYTHON")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/moto_server"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"))
+}
+
+/// moto server with the AWS behaviour it lacks and the tests rely on (see the script).
+fn moto_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/moto_server.py")
 }
 
 pub fn free_port() -> u16 {
@@ -29,11 +34,12 @@ pub fn free_port() -> u16 {
 
 impl Moto {
     pub async fn start() -> Moto {
-        let server = moto_server();
-        assert!(server.exists(), "{} not found: run the tests with `make test`, which installs moto", server.display());
+        let python = moto_python();
+        assert!(python.exists(), "{} not found: run the tests with `make test`, which installs moto", python.display());
         for _ in 0..5 {
             let port = free_port();
-            let mut child = Command::new(&server)
+            let mut child = Command::new(&python)
+                .arg(moto_script())
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

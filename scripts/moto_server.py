@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""moto server with the AWS behaviour this project relies on and moto 5.2.5 lacks.
+
+Run as `python scripts/moto_server.py -H 127.0.0.1 -p PORT` with the Makefile's venv; the tests
+and the demo start it instead of `moto_server`. Each patch models what AWS documents
+(../shared/emulator-notes.md lists the gaps); production code never works around the emulator.
+
+- DescribeNetworkInterfaces filters `association.public-ip` and `addresses.association.public-ip`
+  (EC2 API reference), so a publicly accessible database's interface can be found by its public address.
+- ModifyDBSubnetGroup keeps the group it modifies (moto pops it and never stores it back).
+- A Multi-AZ DB instance outside a cluster reports `SecondaryAvailabilityZone`, another zone of its DB
+  subnet group (RDS API reference, DBInstance), and `RebootDBInstance` of it fails over: the two zones swap,
+  as `ForceFailover` does on AWS.
+"""
+
+import sys
+
+from moto.ec2.models.elastic_network_interfaces import NetworkInterface
+from moto.rds.models import DBInstance, RDSBackend
+
+
+def _interface_filter(original):
+    def get_filter_value(self, filter_name, method_name=None):
+        if filter_name in ("association.public-ip", "addresses.association.public-ip"):
+            return self.public_ip
+        return original(self, filter_name, method_name)
+
+    return get_filter_value
+
+
+def _modify_db_subnet_group(self, subnet_name, description, subnets):
+    group = self.subnet_groups.get(subnet_name)
+    if group is None:
+        from moto.rds.exceptions import DBSubnetGroupNotFoundError
+
+        raise DBSubnetGroupNotFoundError(subnet_name)
+    group.subnets = subnets
+    if description is not None:
+        group.description = description
+    return group
+
+
+def _secondary_zone(self):
+    if not self.multi_az or getattr(self, "db_cluster_identifier", None):
+        return None
+    if getattr(self, "_secondary_zone", None) is None:
+        group = getattr(self, "db_subnet_group", None)
+        zones = sorted({subnet["SubnetAvailabilityZone"]["Name"] for subnet in getattr(group, "subnets", [])})
+        self._secondary_zone = next((zone for zone in zones if zone != self.availability_zone), None)
+    return self._secondary_zone
+
+
+def _reboot(original):
+    def reboot_db_instance(self, db_instance_identifier, *args, **kwargs):
+        instance = original(self, db_instance_identifier, *args, **kwargs)
+        secondary = _secondary_zone(instance)
+        if secondary:
+            instance._secondary_zone, instance.availability_zone = instance.availability_zone, secondary
+        return instance
+
+    return reboot_db_instance
+
+
+NetworkInterface.get_filter_value = _interface_filter(NetworkInterface.get_filter_value)
+RDSBackend.modify_db_subnet_group = _modify_db_subnet_group
+DBInstance.secondary_availability_zone = property(_secondary_zone)
+RDSBackend.reboot_db_instance = _reboot(RDSBackend.reboot_db_instance)
+
+if __name__ == "__main__":
+    from moto.server import main
+
+    sys.exit(main(sys.argv[1:]))

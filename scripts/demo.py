@@ -42,10 +42,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_moto(moto_server):
+def start_moto():
+    """moto server as the tests run it: with the AWS behaviour it lacks (scripts/moto_server.py)."""
     port = free_port()
     log = open(ROOT / "target" / "demo-moto.log", "w")
-    process = subprocess.Popen([moto_server, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    server = [sys.executable, str(ROOT / "scripts" / "moto_server.py"), "-H", "127.0.0.1", "-p", str(port)]
+    process = subprocess.Popen(server, stdout=log, stderr=log)
     endpoint = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -95,6 +97,8 @@ def seed(ec2, rds, dns):
         ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=zone)["Subnet"]["SubnetId"]
         for i, zone in enumerate(["us-east-1a", "us-east-1b", "us-east-1c"], start=1)
     ]
+    # The consumer's endpoint will be in us-east-1d (use1-az4 here), where the DB subnet group has no subnet.
+    consumer_subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.4.0/24", AvailabilityZone="us-east-1d")["Subnet"]["SubnetId"]
     group = ec2.create_security_group(GroupName="database", Description="the database", VpcId=vpc)["GroupId"]
     rds.create_db_subnet_group(DBSubnetGroupName="orders-subnets", DBSubnetGroupDescription="orders", SubnetIds=subnets)
     cluster = rds.create_db_cluster(
@@ -108,7 +112,10 @@ def seed(ec2, rds, dns):
         )["DBInstance"]
         dns.records[created["Endpoint"]["Address"].lower()] = address
     dns.records[cluster["Endpoint"].lower()] = INSTANCES["orders-1"][1]
-    return {"vpc": vpc, "subnets": subnets, "security_group": group, "cluster_endpoint": cluster["Endpoint"].lower()}
+    return {
+        "vpc": vpc, "subnets": subnets, "consumer_subnet": consumer_subnet, "security_group": group,
+        "cluster_endpoint": cluster["Endpoint"].lower(),
+    }
 
 
 def sync_line(log_path, action):
@@ -242,11 +249,10 @@ def inventory(ec2, elb):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--binary", default=str(ROOT / "target" / "debug" / "reverse-privatelink"))
-    parser.add_argument("--moto-server", default=str(ROOT / ".venv" / "bin" / "moto_server"))
     args = parser.parse_args()
     (ROOT / "target").mkdir(exist_ok=True)
 
-    moto, endpoint = start_moto(args.moto_server)
+    moto, endpoint = start_moto()
     function = None
     try:
         session = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="demo", aws_secret_access_key="demo")
@@ -254,7 +260,8 @@ def main():
         dns = Dns()
         world = seed(ec2, rds, dns)
         print(f"==> moto server at {endpoint} (no AWS account involved); DNS responder at {dns.address}")
-        print(f"    seeded {world['vpc']}: subnets {', '.join(world['subnets'])} in a DB subnet group,")
+        print(f"    seeded {world['vpc']}: subnets {', '.join(world['subnets'])} in a DB subnet group (us-east-1a, b, c),")
+        print(f"    and {world['consumer_subnet']} in us-east-1d (zone ID use1-az4), outside it,")
         print(f"    Aurora cluster {CLUSTER}: " + ", ".join(f"{i} in {z} at {a}" for i, (z, a) in INSTANCES.items()) + f"; writer {writer(rds)}")
 
         runtime, cloudformation = RuntimeApi(), CloudFormation()
@@ -305,6 +312,14 @@ def main():
         print(f"    from Database={CLUSTER!r} alone (no address, subnets or port typed):")
         for key in ["ServiceId", "ServiceName", "AvailabilityZones", "AvailabilityZoneIds", "LoadBalancerDnsName", "Database", "WriterInstance", "TargetIps", "TargetHealth"]:
             print(f"    {key:20} {data[key]}")
+        asked = json.loads((ROOT / "events" / "create.json").read_text())["ResourceProperties"]["ConsumerAvailabilityZoneIds"]
+        served = data["AvailabilityZoneIds"].split(",")
+        lb_subnets = elb.describe_load_balancers(LoadBalancerArns=[data["LoadBalancerArn"]])["LoadBalancers"][0]["AvailabilityZones"]
+        print(f"    consumer's zones asked: {', '.join(asked)}; served: {', '.join(served)}"
+              f" ({'all honoured' if set(asked) <= set(served) else 'NOT honoured'}; the load balancer's subnets:"
+              f" {', '.join(z['SubnetId'] for z in lb_subnets)})")
+        if not set(asked) <= set(served) or world["consumer_subnet"] not in {z["SubnetId"] for z in lb_subnets}:
+            sys.exit("    the consumer's zone is not served")
         print(f"    PrivateLink traffic checked against the load balancer's inbound rules: {data['EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic']}")
         for group in data["SecurityGroupIds"].split(","):
             print(f"    load balancer security group {group} (its own): " + "; ".join(describe_rules(ec2, group)))
@@ -329,7 +344,7 @@ def main():
 
         updated = play("update")
         principals = ec2.describe_vpc_endpoint_service_permissions(ServiceId=updated["PhysicalResourceId"])["AllowedPrincipals"]
-        print(f"    same service ID: {updated['PhysicalResourceId'] == created['PhysicalResourceId']}")
+        print(f"    same service ID: {updated['PhysicalResourceId'] == created['PhysicalResourceId']}; zones served: {updated['Data']['AvailabilityZoneIds']}")
         print(f"    allowed principals: {', '.join(sorted(p['Principal'] for p in principals))}")
 
         play("delete")

@@ -57,7 +57,7 @@ impl Function {
 
     pub fn with_sender(config: &SdkConfig, dns: Dns, sender: ResponseSender) -> Self {
         let aws = Aws::new(config);
-        let databases = Databases::new(aws.rds.clone(), dns);
+        let databases = Databases::new(aws.rds.clone(), aws.ec2.clone(), dns);
         let sync = Sync::new(aws.clone(), databases.clone());
         Function { resource: ReversePrivateLink::new(aws, databases), sender, sync }
     }

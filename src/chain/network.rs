@@ -69,7 +69,78 @@ impl Network {
     }
 }
 
-/// Checks the subnets and security groups against the account, changing nothing.
+/// A subnet of a VPC as a listing gives it: where it is and how much room it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VpcSubnet {
+    pub id: String,
+    pub zone: Zone,
+    /// Free IPv4 addresses: a load balancer needs at least 8 (ELB guide, "Availability Zones for your NLB").
+    pub free_addresses: i32,
+    pub block: Option<(Ipv4Addr, u8)>,
+}
+
+/// Every subnet of the VPC, by ID.
+pub async fn vpc_subnets(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<BTreeMap<String, VpcSubnet>> {
+    let pages: Vec<_> = ec2
+        .describe_subnets()
+        .filters(Filter::builder().name("vpc-id").values(vpc_id).build())
+        .into_paginator()
+        .send()
+        .try_collect()
+        .await
+        .map_err(Error::aws("reading the database's VPC subnets (DescribeSubnets)"))?;
+    Ok(pages
+        .into_iter()
+        .flat_map(|page| page.subnets.unwrap_or_default())
+        .filter_map(|subnet| {
+            let id = subnet.subnet_id?;
+            let zone = Zone { name: subnet.availability_zone?, id: subnet.availability_zone_id? };
+            let block = subnet.cidr_block.as_deref().and_then(parse_block);
+            Some((
+                id.clone(),
+                VpcSubnet { id, zone, free_addresses: subnet.available_ip_address_count.unwrap_or(0), block },
+            ))
+        })
+        .collect())
+}
+
+/// The zones of this region the account can use, by zone ID.
+pub async fn region_zones(ec2: &aws_sdk_ec2::Client) -> Result<BTreeMap<String, Zone>> {
+    let zones = ec2
+        .describe_availability_zones()
+        .send()
+        .await
+        .map_err(Error::aws("reading the region's Availability Zones (DescribeAvailabilityZones)"))?;
+    Ok(zones
+        .availability_zones
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|zone| Some((zone.zone_id.clone()?, Zone { name: zone.zone_name?, id: zone.zone_id? })))
+        .collect())
+}
+
+/// The network of `chosen` subnets of a VPC already listed, with the given
+/// security groups checked against it (none of it read again).
+pub async fn of_listed(
+    ec2: &aws_sdk_ec2::Client,
+    vpc_id: &str,
+    listed: &BTreeMap<String, VpcSubnet>,
+    chosen: &BTreeSet<String>,
+    security_group_ids: &BTreeSet<String>,
+    needs_vpc_blocks: impl FnOnce(&VpcBlocks) -> bool,
+) -> Result<Network> {
+    let groups = security_groups(ec2, security_group_ids).await?;
+    check_security_groups(security_group_ids, &groups, vpc_id)?;
+    let picked = chosen.iter().filter_map(|id| listed.get(id));
+    let subnets = picked.clone().map(|s| (s.id.clone(), s.zone.clone())).collect();
+    let subnet_blocks = VpcBlocks(picked.filter_map(|s| s.block).collect());
+    let network = Network { vpc_id: vpc_id.to_string(), subnets, blocks: subnet_blocks, blocks_are_vpc: false };
+    match needs_vpc_blocks(&network.blocks) {
+        true => network.with_vpc_blocks(ec2).await,
+        false => Ok(network),
+    }
+}
+
 /// Checks the subnets and security groups against the account, changing nothing.
 /// The VPC's address blocks are read only if `needs_vpc_blocks` says the
 /// subnets' own blocks are not enough (see [`Network::blocks`]).

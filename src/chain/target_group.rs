@@ -24,30 +24,55 @@ const ALL_ZONES: &str = "all";
 const ATTRIBUTES: [(&str, &str); 2] =
     [("deregistration_delay.connection_termination.enabled", "true"), ("deregistration_delay.timeout_seconds", "10")];
 
+/// Health checks sized for failover. With AWS's TCP defaults (every 30 s, 5 in a
+/// row to be healthy; ELB API reference, CreateTargetGroup) a new writer sits in
+/// `initial`, taking no traffic, for about two and a half minutes after each
+/// failover; with these, about 20 s. Every check is a TCP connect that MySQL
+/// counts toward `max_connect_errors` (README, "MySQL and health checks").
+pub const HEALTH_CHECK: HealthCheck = HealthCheck { interval: 10, timeout: 5, healthy: 2, unhealthy: 2 };
+
+/// A target group's health check timing, in seconds and consecutive checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub interval: i32,
+    pub timeout: i32,
+    pub healthy: i32,
+    pub unhealthy: i32,
+}
+
 #[derive(Debug, Clone)]
 pub struct TargetGroup {
     pub arn: String,
     pub port: u16,
     pub vpc_id: String,
+    /// As AWS describes it; None when only a tag index listed the target group.
+    pub health_check: Option<HealthCheck>,
     pub generation: String,
     pub tags: BTreeMap<String, String>,
 }
 
 impl TargetGroup {
     fn from_sdk(tg: elbv2::types::TargetGroup) -> Self {
+        let health_check = HealthCheck {
+            interval: tg.health_check_interval_seconds.unwrap_or_default(),
+            timeout: tg.health_check_timeout_seconds.unwrap_or_default(),
+            healthy: tg.healthy_threshold_count.unwrap_or_default(),
+            unhealthy: tg.unhealthy_threshold_count.unwrap_or_default(),
+        };
         TargetGroup {
             arn: tg.target_group_arn.unwrap_or_default(),
             port: tg.port.and_then(|p| u16::try_from(p).ok()).unwrap_or_default(),
             vpc_id: tg.vpc_id.unwrap_or_default(),
+            health_check: Some(health_check),
             generation: String::new(),
             tags: BTreeMap::new(),
         }
     }
 }
 
-/// A target group as a tag index lists it: ARN and tags; port and VPC are read when needed.
+/// A target group as a tag index lists it: ARN and tags; the rest is read when needed.
 pub fn from_index(arn: String, tags: BTreeMap<String, String>, generation: String) -> TargetGroup {
-    TargetGroup { arn, port: 0, vpc_id: String::new(), generation, tags }
+    TargetGroup { arn, port: 0, vpc_id: String::new(), health_check: None, generation, tags }
 }
 
 /// The target groups with these ARNs, or called these names, as AWS describes them now (no tags).
@@ -100,7 +125,7 @@ pub async fn ensure(
     progress: &Progress,
 ) -> Result<(String, bool)> {
     if let Some(tg) = existing {
-        tags::sync_elb(elb, &tg.arn, &tg.tags, tags, progress).await?;
+        tokio::try_join!(tags::sync_elb(elb, &tg.arn, &tg.tags, tags, progress), ensure_health_check(elb, tg))?;
         return Ok((tg.arn.clone(), false));
     }
     let _step = progress.step("creating the target group");
@@ -112,6 +137,10 @@ pub async fn ensure(
         .port(i32::from(want.resolved.port))
         .vpc_id(&want.resolved.network.vpc_id)
         .target_type(TargetTypeEnum::Ip)
+        .health_check_interval_seconds(HEALTH_CHECK.interval)
+        .health_check_timeout_seconds(HEALTH_CHECK.timeout)
+        .healthy_threshold_count(HEALTH_CHECK.healthy)
+        .unhealthy_threshold_count(HEALTH_CHECK.unhealthy)
         .set_tags(Some(tags.elb()))
         .send()
         .await;
@@ -135,6 +164,25 @@ pub async fn ensure(
         )?;
     progress.record("target group", &arn);
     Ok((arn, true))
+}
+
+/// Brings a target group made before this release (AWS's defaults) to [`HEALTH_CHECK`].
+async fn ensure_health_check(elb: &elbv2::Client, tg: &TargetGroup) -> Result<()> {
+    match tg.health_check {
+        Some(current) if current != HEALTH_CHECK => {
+            elb.modify_target_group()
+                .target_group_arn(&tg.arn)
+                .health_check_interval_seconds(HEALTH_CHECK.interval)
+                .health_check_timeout_seconds(HEALTH_CHECK.timeout)
+                .healthy_threshold_count(HEALTH_CHECK.healthy)
+                .unhealthy_threshold_count(HEALTH_CHECK.unhealthy)
+                .send()
+                .await
+                .map_err(Error::aws("setting the target group's health checks (ModifyTargetGroup)"))?;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The target group called `name` if this chain's generation made it.

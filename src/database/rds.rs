@@ -38,6 +38,19 @@ pub struct Described {
     pub writer: Option<Member>,
     /// Every member, the writer included.
     pub members: Vec<Member>,
+    /// Every zone an instance of the database is in or can fail over to: each
+    /// cluster member's, and a Multi-AZ instance's standby zone.
+    pub placements: Vec<Placement>,
+    /// The Aurora Global Database the cluster is a secondary (read-only) cluster of.
+    pub secondary_of: Option<String>,
+}
+
+/// A zone holding an instance of the database.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Placement {
+    pub zone: String,
+    /// "orders-2", or "solo (its Multi-AZ standby)".
+    pub instance: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +72,8 @@ impl Described {
             security_groups: Vec::new(),
             writer: Some(member.clone()),
             members: vec![member],
+            placements: Vec::new(),
+            secondary_of: None,
         }
     }
 
@@ -82,7 +97,7 @@ pub async fn describe(rds: &aws_sdk_rds::Client, id: &str) -> Result<Described> 
     let (found_cluster, members, found_instance) =
         tokio::try_join!(cluster(rds, id), cluster_members(rds, id), instance(rds, id))?;
     if let Some(found) = found_cluster {
-        return Ok(from_cluster(found, members));
+        return with_global(rds, found, members).await;
     }
     let Some(instance) = found_instance else {
         return Err(Error::property(
@@ -96,9 +111,14 @@ pub async fn describe(rds: &aws_sdk_rds::Client, id: &str) -> Result<Described> 
         let found = cluster.ok_or_else(|| {
             Error::property("Database", format!("{id} names the DB cluster {cluster_id}, which does not exist"))
         })?;
-        return Ok(from_cluster(found, members));
+        return with_global(rds, found, members).await;
     }
     Ok(from_instance(instance))
+}
+
+async fn with_global(rds: &aws_sdk_rds::Client, cluster: DbCluster, members: Vec<DbInstance>) -> Result<Described> {
+    let secondary_of = secondary_of(rds, &cluster).await?;
+    Ok(Described { secondary_of, ..from_cluster(cluster, members) })
 }
 
 async fn cluster(rds: &aws_sdk_rds::Client, id: &str) -> Result<Option<DbCluster>> {
@@ -137,6 +157,7 @@ fn member(instance: &DbInstance) -> Option<Member> {
 
 fn from_cluster(cluster: DbCluster, instances: Vec<DbInstance>) -> Described {
     let members: Vec<Member> = instances.iter().filter_map(member).collect();
+    let placements = instances.iter().flat_map(placements).collect();
     let writer_id = cluster
         .db_cluster_members
         .unwrap_or_default()
@@ -156,11 +177,48 @@ fn from_cluster(cluster: DbCluster, instances: Vec<DbInstance>) -> Described {
             .collect(),
         writer: writer_id.and_then(|id| members.iter().find(|m| m.instance == id).cloned()),
         members,
+        placements,
+        secondary_of: None,
     }
+}
+
+/// The Aurora Global Database `cluster` is a secondary of: a global database has one
+/// writer cluster, and the others have no writer in their region (RDS API reference,
+/// DescribeGlobalClusters, `GlobalClusterMembers[].IsWriter`).
+async fn secondary_of(rds: &aws_sdk_rds::Client, cluster: &DbCluster) -> Result<Option<String>> {
+    let Some(global) = cluster.global_cluster_identifier.as_deref().filter(|id| !id.is_empty()) else {
+        return Ok(None);
+    };
+    let answer = rds
+        .describe_global_clusters()
+        .global_cluster_identifier(global)
+        .send()
+        .await
+        .map_err(Error::aws("reading the cluster's Aurora Global Database (DescribeGlobalClusters)"))?;
+    let writer = answer
+        .global_clusters
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|g| g.global_cluster_members.unwrap_or_default())
+        .find(|member| member.db_cluster_arn.is_some() && member.db_cluster_arn == cluster.db_cluster_arn)
+        .and_then(|member| member.is_writer);
+    Ok((writer == Some(false)).then(|| global.to_string()))
+}
+
+/// Where an instance is, and where its Multi-AZ standby is.
+fn placements(instance: &DbInstance) -> Vec<Placement> {
+    let id = instance.db_instance_identifier.clone().unwrap_or_default();
+    let standby = instance
+        .secondary_availability_zone
+        .clone()
+        .map(|zone| Placement { zone, instance: format!("{id} (its Multi-AZ standby)") });
+    let primary = instance.availability_zone.clone().map(|zone| Placement { zone, instance: id.clone() });
+    primary.into_iter().chain(standby).collect()
 }
 
 fn from_instance(instance: DbInstance) -> Described {
     let member = member(&instance);
+    let placements = placements(&instance);
     let subnet_group = instance.db_subnet_group.as_ref().map(|group| SubnetGroup {
         name: group.db_subnet_group_name.clone().unwrap_or_default(),
         vpc_id: group.vpc_id.clone().unwrap_or_default(),
@@ -184,6 +242,8 @@ fn from_instance(instance: DbInstance) -> Described {
             .collect(),
         writer: member.clone(),
         members: member.into_iter().collect(),
+        placements,
+        secondary_of: None,
     }
 }
 

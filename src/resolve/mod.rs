@@ -2,29 +2,64 @@
 //! targets, or those of the database it names. Reads only; every problem is an
 //! error naming the property before anything is created.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod zones;
+
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tracing::info;
 
 use crate::aws::Aws;
 use crate::chain::network::{self, Network, VpcBlocks};
-use crate::chain::{Progress, Resolved};
+use crate::chain::{LoadBalancer, Progress, Resolved};
 use crate::database::{Databases, Described, SubnetGroup, Writer};
 use crate::error::{Error, Result};
 use crate::spec::{DEFAULT_PORT, Spec, Target};
+pub use zones::ZoneChecks;
+use zones::{DerivedSubnets, Needs};
 
-/// How long a CloudFormation request waits for a failover to settle before it fails.
-const SETTLE_PATIENCE: Duration = Duration::from_secs(30);
+/// How long a CloudFormation request that names a new database waits for a
+/// failover to settle before it fails.
+pub const SETTLE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// The chain's inputs and, for a chain that follows a database, its writer now.
 #[derive(Debug, Clone)]
 pub struct Resolution {
     pub resolved: Resolved,
     pub writer: Option<Writer>,
+    /// Subnets derived from the database: what an existing chain may be extended with.
+    derived: Option<DerivedSubnets>,
 }
 
-pub async fn resolve(aws: &Aws, databases: &Databases, spec: &Spec, progress: &Progress) -> Result<Resolution> {
+impl Resolution {
+    /// What `lb`'s chain should become. A chain whose subnets were derived keeps every
+    /// subnet it has and only gains one in each zone it lacks: a DB subnet group that
+    /// changed since must never move a live load balancer (AWS refuses to remove a
+    /// subnet while an endpoint service uses it, so moving one means a new service).
+    pub fn for_chain(&self, lb: &LoadBalancer) -> Resolved {
+        match &self.derived {
+            Some(derived) if lb.vpc_id == self.resolved.network.vpc_id => {
+                let mut resolved = self.resolved.clone();
+                derived.extend(&mut resolved.network, &lb.subnets);
+                resolved.subnet_ids = resolved.network.subnets.keys().cloned().collect();
+                resolved
+            }
+            _ => self.resolved.clone(),
+        }
+    }
+}
+
+/// Resolves `spec`. `patience` bounds the wait for a failover to settle (zero:
+/// fail at once). `checks` decides whether a zone of the database the load
+/// balancer would not serve fails the request or is only logged.
+pub async fn resolve(
+    aws: &Aws,
+    databases: &Databases,
+    spec: &Spec,
+    patience: Duration,
+    checks: ZoneChecks,
+    progress: &Progress,
+) -> Result<Resolution> {
     let database = match &spec.target {
         Target::Ips(ips) => {
             // The VPC's blocks: for a security group of the chain's own, or a target outside the subnets.
@@ -32,6 +67,7 @@ pub async fn resolve(aws: &Aws, databases: &Databases, spec: &Spec, progress: &P
                 |subnets: &VpcBlocks| spec.security_group_ids.is_empty() || ips.iter().any(|ip| !subnets.contains(*ip));
             let network = network::resolve(&aws.ec2, &spec.subnet_ids, &spec.security_group_ids, needs_vpc).await?;
             check_vpc(spec, &network)?;
+            zones::check_consumer_zones(&aws.ec2, spec, &network).await?;
             let resolved = Resolved {
                 network,
                 subnet_ids: spec.subnet_ids.clone(),
@@ -40,7 +76,7 @@ pub async fn resolve(aws: &Aws, databases: &Databases, spec: &Spec, progress: &P
                 follows: None,
                 database_security_groups: BTreeSet::new(),
             };
-            return Ok(Resolution { resolved, writer: None });
+            return Ok(Resolution { resolved, writer: None, derived: None });
         }
         Target::Database(database) => database,
     };
@@ -54,10 +90,9 @@ pub async fn resolve(aws: &Aws, databases: &Databases, spec: &Spec, progress: &P
             Ok(None)
         }
     };
-    let ((described, writer), given_network) =
-        tokio::try_join!(databases.writer(database, SETTLE_PATIENCE), given_network)?;
+    let ((described, writer), given_network) = tokio::try_join!(databases.writer(database, patience), given_network)?;
     let subnet_group = subnet_group(databases, &described).await?;
-    let (subnet_ids, network) = match given_network {
+    let (network, derived) = match given_network {
         Some(network) => {
             if let Some(group) = &subnet_group
                 && group.vpc_id != network.vpc_id
@@ -73,7 +108,9 @@ pub async fn resolve(aws: &Aws, databases: &Databases, spec: &Spec, progress: &P
                     ),
                 ));
             }
-            (spec.subnet_ids.clone(), network)
+            zones::check_placements(&described, subnet_group.as_ref(), &network, checks)?;
+            zones::check_consumer_zones(&aws.ec2, spec, &network).await?;
+            (network, None)
         }
         None => {
             let group = subnet_group.as_ref().ok_or_else(|| {
@@ -82,12 +119,14 @@ pub async fn resolve(aws: &Aws, databases: &Databases, spec: &Spec, progress: &P
                     format!("required: {} has no DB subnet group to take them from", described.what()),
                 )
             })?;
-            let subnet_ids = one_per_zone(group);
-            info!(database = database.as_given(), subnet_group = %group.name, subnets = ?subnet_ids, "subnets taken from the database's subnet group");
+            let listed = network::vpc_subnets(&aws.ec2, &group.vpc_id).await?;
+            let needs = Needs { group, placements: &described.placements, consumer_zone_ids: &spec.consumer_zone_ids };
+            let derived = DerivedSubnets::choose(&aws.ec2, &needs, listed, checks).await?;
+            info!(database = database.as_given(), subnet_group = %group.name, subnets = ?derived.chosen(), "subnets derived from the database");
             let needs_vpc =
                 |subnets: &VpcBlocks| spec.security_group_ids.is_empty() || !subnets.contains(writer.address);
-            let network = network::resolve(&aws.ec2, &subnet_ids, &spec.security_group_ids, needs_vpc).await?;
-            (subnet_ids, network)
+            let network = derived.network(&aws.ec2, &group.vpc_id, &spec.security_group_ids, needs_vpc).await?;
+            (network, Some(derived))
         }
     };
     let port = port(spec, &described)?;
@@ -97,16 +136,15 @@ pub async fn resolve(aws: &Aws, databases: &Databases, spec: &Spec, progress: &P
         true => network,
         false => network.with_vpc_blocks(&aws.ec2).await?,
     };
-    check_zone(&writer, &network)?;
     let resolved = Resolved {
+        subnet_ids: network.subnets.keys().cloned().collect(),
         network,
-        subnet_ids,
         port,
         target_ips: BTreeSet::from([writer.address]),
         follows: Some(database.as_given().to_string()),
         database_security_groups: described.security_groups.iter().cloned().collect(),
     };
-    Ok(Resolution { resolved, writer: Some(writer) })
+    Ok(Resolution { resolved, writer: Some(writer), derived })
 }
 
 async fn subnet_group(databases: &Databases, described: &Described) -> Result<Option<SubnetGroup>> {
@@ -115,19 +153,6 @@ async fn subnet_group(databases: &Databases, described: &Described) -> Result<Op
         (None, Some(name)) => databases.subnet_group(name).await.map(Some),
         (None, None) => Ok(None),
     }
-}
-
-/// One subnet per zone of the group; where a zone has several, the lowest ID, so
-/// every request picks the same.
-fn one_per_zone(group: &SubnetGroup) -> BTreeSet<String> {
-    let mut by_zone: BTreeMap<&str, &str> = BTreeMap::new();
-    for (subnet, zone) in &group.subnets {
-        let pick = by_zone.entry(zone).or_insert(subnet);
-        if subnet.as_str() < *pick {
-            *pick = subnet;
-        }
-    }
-    by_zone.into_values().map(str::to_string).collect()
 }
 
 fn check_vpc(spec: &Spec, network: &Network) -> Result<()> {
@@ -152,43 +177,5 @@ fn port(spec: &Spec, described: &Described) -> Result<u16> {
         )),
         (Some(given), _) => Ok(given),
         (None, actual) => Ok(actual.unwrap_or(DEFAULT_PORT)),
-    }
-}
-
-/// AWS does not route to a target in a zone the load balancer lacks, even with
-/// cross-zone load balancing on (ELB user guide, "Availability Zones for your NLB").
-fn check_zone(writer: &Writer, network: &Network) -> Result<()> {
-    let Some(zone) = &writer.zone else { return Ok(()) };
-    let zones = network.zones();
-    if zones.iter().any(|z| &z.name == zone) {
-        return Ok(());
-    }
-    let served: Vec<&str> = zones.iter().map(|z| z.name.as_str()).collect();
-    Err(Error::property(
-        "SubnetIds",
-        format!(
-            "the database writer {} is in {zone}, where the load balancer has no subnet (it has {}); add a subnet in {zone}",
-            writer.instance.as_deref().unwrap_or("instance"),
-            served.join(", ")
-        ),
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_subnet_per_zone_lowest_id_first() {
-        let group = SubnetGroup {
-            name: "g".into(),
-            vpc_id: "vpc-1".into(),
-            subnets: vec![
-                ("subnet-0c".into(), "us-east-1a".into()),
-                ("subnet-0b".into(), "us-east-1b".into()),
-                ("subnet-0a".into(), "us-east-1a".into()),
-            ],
-        };
-        assert_eq!(one_per_zone(&group), BTreeSet::from(["subnet-0a".to_string(), "subnet-0b".to_string()]));
     }
 }

@@ -19,15 +19,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tracing::{error, info, warn};
 
 use crate::aws::Aws;
-use crate::chain::{self, Built, Chain, Desired, Group, Owner, SERVICE_ID_PREFIX};
+use crate::chain::{self, Built, Chain, Desired, Group, Owner, Resolved, SERVICE_ID_PREFIX};
 use crate::cloudformation::{
     CreateRequest, CustomResource, DeleteRequest, Request, StatusReader, Success, UpdateRequest,
 };
 use crate::database::Databases;
 use crate::deadline::{Deadline, Progress, within};
 use crate::error::{Error, Result};
-use crate::resolve::{Resolution, resolve};
-use crate::spec::{Spec, tag_keys};
+use crate::resolve::{Resolution, SETTLE_PATIENCE, ZoneChecks, resolve};
+use crate::spec::{Spec, same_value, tag_keys};
 use watch::{Acceptance, StillAwaited, acceptance};
 
 /// The reverse-PrivateLink custom resource.
@@ -125,7 +125,15 @@ impl ReversePrivateLink {
             deadline.work_until,
             &progress,
             Box::pin(async {
-                let resolution = Box::pin(resolve(&self.aws, &self.databases, &spec, &progress)).await?;
+                let resolution = Box::pin(resolve(
+                    &self.aws,
+                    &self.databases,
+                    &spec,
+                    SETTLE_PATIENCE,
+                    ZoneChecks::Strict,
+                    &progress,
+                ))
+                .await?;
                 let want = Desired {
                     spec: &spec,
                     resolved: &resolution.resolved,
@@ -213,21 +221,34 @@ impl ReversePrivateLink {
         let replacement = chain::generation(&request.request_id);
         let dropped_tag_keys: BTreeSet<String> =
             tag_keys(&request.old_resource_properties).into_iter().filter(|key| !spec.tags.contains_key(key)).collect();
+        // A zone the load balancer lacks fails only a request that changes where the chain goes.
+        let (old, new) = (&request.old_resource_properties, &request.resource_properties);
+        let checks = match ["Database", "SubnetIds"].iter().all(|property| same_value(old, new, property)) {
+            true => ZoneChecks::Lenient,
+            false => ZoneChecks::Strict,
+        };
         let (resolution, index, service) = tokio::try_join!(
-            Box::pin(resolve(&self.aws, &self.databases, spec, progress)),
+            Box::pin(resolve(&self.aws, &self.databases, spec, SETTLE_PATIENCE, checks, progress)),
             chain.by_tags(),
             chain.service(physical_id),
         )?;
         let named = chain.named(physical_id, service, &index).await?;
-        let base = Desired { spec, resolved: &resolution.resolved, generation: replacement.clone(), dropped_tag_keys };
-        let in_place = Box::pin(self.in_place(chain, &base, named.as_ref(), &index)).await?;
-        let (want, existing) = match in_place {
-            Some(group) => (Desired { generation: group.generation.clone(), ..base }, Some(group)),
+        let base = Desired {
+            spec,
+            resolved: &resolution.resolved,
+            generation: replacement.clone(),
+            dropped_tag_keys: dropped_tag_keys.clone(),
+        };
+        let in_place = Box::pin(self.in_place(chain, &base, &resolution, named.as_ref(), &index)).await?;
+        let (resolved, existing) = match in_place {
+            Some((group, resolved)) => (resolved, Some(group)),
             None => {
                 *building_new.lock().unwrap_or_else(PoisonError::into_inner) = true;
-                (base, None)
+                (resolution.resolved.clone(), None)
             }
         };
+        let generation = existing.as_ref().map_or_else(|| replacement.clone(), |g| g.generation.clone());
+        let want = Desired { spec, resolved: &resolved, generation, dropped_tag_keys };
         let named_generation = named.as_ref().map(|g| g.generation.as_str());
         let keep: Vec<&str> = [Some(replacement.as_str()), named_generation, Some(want.generation.as_str())]
             .into_iter()
@@ -246,29 +267,34 @@ impl ReversePrivateLink {
         Ok((built?, resolution, named_unmarked))
     }
 
-    /// The chain to change in place: the named one if it can take `want`, else
-    /// an answered chain of this resource that can (a rollback Update after a
-    /// replacement names the new chain but asks for the old properties).
+    /// The chain to change in place, with what it should become: the named one if it
+    /// can take `want`, else an answered chain of this resource that can (a rollback
+    /// Update after a replacement names the new chain but asks for the old properties).
     async fn in_place(
         &self,
         chain: &Chain<'_>,
         want: &Desired<'_>,
+        resolution: &Resolution,
         named: Option<&Group>,
         index: &chain::Inventory,
-    ) -> Result<Option<Group>> {
-        let fits = async |group: &Group| -> Result<Option<Group>> {
+    ) -> Result<Option<(Group, Resolved)>> {
+        let fits = async |group: &Group| -> Result<Option<(Group, Resolved)>> {
             let detailed = chain.with_details(group).await?;
-            let in_place = Desired { generation: group.generation.clone(), ..want.clone() };
+            let resolved = match detailed.load_balancers.first() {
+                Some(lb) => resolution.for_chain(lb),
+                None => resolution.resolved.clone(),
+            };
+            let in_place = Desired { generation: group.generation.clone(), resolved: &resolved, ..want.clone() };
             let reasons = chain.replacement_reasons(&in_place, &detailed);
             if !reasons.is_empty() {
                 info!(generation = %group.generation, ?reasons, "the chain cannot take the change in place");
             }
-            Ok(reasons.is_empty().then_some(detailed))
+            Ok(reasons.is_empty().then_some((detailed, resolved)))
         };
         match named {
             Some(group) => {
-                if let Some(group) = fits(group).await? {
-                    return Ok(Some(group));
+                if let Some(fitting) = fits(group).await? {
+                    return Ok(Some(fitting));
                 }
             }
             None => warn!("no chain of this resource holds the physical ID"),
@@ -277,9 +303,9 @@ impl ReversePrivateLink {
         for group in
             index.groups().filter(|g| g.answered_as().is_some() && Some(g.generation.as_str()) != named_generation)
         {
-            if let Some(group) = fits(group).await? {
+            if let Some((group, resolved)) = fits(group).await? {
                 info!(generation = %group.generation, service_id = group.service_id().unwrap_or_default(), "a chain CloudFormation already has matches; answering with it");
-                return Ok(Some(group));
+                return Ok(Some((group, resolved)));
             }
         }
         Ok(None)

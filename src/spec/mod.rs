@@ -10,6 +10,7 @@ mod regions;
 mod tags;
 mod target;
 mod traffic;
+mod zones;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,6 +23,7 @@ pub use name::{GENERATION_LEN, MAX_NAME_LEN, stack_name};
 pub use regions::own_region;
 pub use tags::{RESERVED_TAG_PREFIX, is_tag_char, tag_keys};
 pub use target::{Database, PRIVATE_RANGES, Target, is_private};
+pub use zones::CONSUMER_ZONES;
 
 /// What the user asked for, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +48,8 @@ pub struct Spec {
     pub wait_for_healthy_target: bool,
     /// Regions besides the stack's where consumers may create endpoints.
     pub supported_regions: BTreeSet<String>,
+    /// Zone IDs the consumer's endpoint uses: the load balancer must serve each.
+    pub consumer_zone_ids: BTreeSet<String>,
 }
 
 /// The port when neither the properties nor a database say otherwise (MySQL's).
@@ -67,6 +71,7 @@ const PROPERTIES: &[&str] = &[
     "AllowDatabaseIngress",
     "WaitForHealthyTarget",
     "SupportedRegions",
+    "ConsumerAvailabilityZoneIds",
 ];
 /// CloudFormation's own, sent inside `ResourceProperties`.
 const CLOUDFORMATION_PROPERTIES: &[&str] = &["ServiceToken", "ServiceTimeout"];
@@ -109,6 +114,7 @@ impl Spec {
             enforce_inbound_on_private_link: noted(&mut errors, traffic::enforce_inbound_on_private_link(props)),
             wait_for_healthy_target: noted(&mut errors, traffic::wait_for_healthy_target(props)),
             supported_regions: noted(&mut errors, regions::supported_regions(props, stack_id)),
+            consumer_zone_ids: noted(&mut errors, zones::consumer_zone_ids(props)),
         };
         let subnets_read = !errors.iter().any(|e| matches!(e, Error::Property { property: "SubnetIds", .. }));
         if spec.subnet_ids.is_empty() && subnets_needed && subnets_read {
@@ -127,6 +133,21 @@ impl Spec {
             Target::Database(database) => Some(database),
             Target::Ips(_) => None,
         }
+    }
+}
+
+/// Whether `property` reads the same in two sets of properties (an Update's old
+/// and new): lists compare as sets, and case is ignored (RDS identifiers, DNS
+/// names and AWS IDs are all case-insensitive or lower case).
+pub fn same_value(old: &Value, new: &Value, property: &'static str) -> bool {
+    let read = |properties: &Value| -> Option<BTreeSet<String>> {
+        let props = properties.as_object()?;
+        let items = read::string_list(props, property).ok()?;
+        Some(items.into_iter().map(|item| item.to_ascii_lowercase()).collect())
+    };
+    match (read(old), read(new)) {
+        (Some(old), Some(new)) => old == new,
+        _ => old.get(property) == new.get(property),
     }
 }
 
@@ -183,7 +204,7 @@ mod tests {
         assert!(spec.tags.is_empty());
         assert_eq!(spec.database(), None);
         assert!(!spec.enforce_inbound_on_private_link && !spec.allow_database_ingress && !spec.wait_for_healthy_target);
-        assert!(spec.supported_regions.is_empty());
+        assert!(spec.supported_regions.is_empty() && spec.consumer_zone_ids.is_empty());
     }
 
     #[test]
@@ -270,12 +291,24 @@ mod tests {
             (with("AllowDatabaseIngress", json!("true")), "AllowDatabaseIngress: true needs"),
             (with("WaitForHealthyTarget", json!("soon")), "WaitForHealthyTarget:"),
             (with("SupportedRegions", json!(["us-east-1"])), "SupportedRegions: us-east-1 is the stack's own region"),
+            (with("ConsumerAvailabilityZoneIds", json!(["us-east-1a"])), "ConsumerAvailabilityZoneIds: \"us-east-1a\""),
             (with("SubnetID", json!(["subnet-01234567"])), "unknown property \"SubnetID\" (did you mean SubnetIds?)"),
         ];
         for (props, expected) in cases {
             let err = error(props.clone());
             assert!(err.contains(expected), "{props}\n  gave: {err}\n  want: {expected}");
         }
+    }
+
+    #[test]
+    fn same_value_ignores_list_order_form_and_case() {
+        let old = json!({"Database": "Orders", "SubnetIds": ["subnet-0b", "subnet-0a"]});
+        assert!(same_value(&old, &json!({"Database": "orders", "SubnetIds": "subnet-0a, subnet-0b"}), "SubnetIds"));
+        assert!(same_value(&old, &json!({"Database": "orders"}), "Database"));
+        assert!(!same_value(&old, &json!({"Database": "solo"}), "Database"));
+        assert!(!same_value(&old, &json!({"SubnetIds": ["subnet-0a"]}), "SubnetIds"));
+        assert!(!same_value(&old, &json!({}), "SubnetIds"), "removed is a change");
+        assert!(same_value(&json!({}), &json!({"SubnetIds": []}), "SubnetIds"));
     }
 
     #[test]

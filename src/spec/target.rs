@@ -38,10 +38,15 @@ impl Database {
             return Err(format!("{text} is an IP address; give fixed addresses as TargetIps"));
         }
         if text.contains('.') {
+            let name = text.strip_suffix('.').unwrap_or(text);
+            if !is_dns_name(name) {
+                return Err(format!("{text:?} is not a valid DNS name"));
+            }
+            if let Some(why) = not_one_writer(name) {
+                return Err(why);
+            }
             // Kept as given (DNS ignores case, and the resolver takes a trailing dot), so Data shows it so.
-            return is_dns_name(text.strip_suffix('.').unwrap_or(text))
-                .then(|| Database::DnsName(text.to_string()))
-                .ok_or_else(|| format!("{text:?} is not a valid DNS name"));
+            return Ok(Database::DnsName(text.to_string()));
         }
         is_rds_identifier(text).then(|| Database::Identifier(text.to_string())).ok_or_else(|| {
             format!(
@@ -65,6 +70,31 @@ fn is_rds_identifier(id: &str) -> bool {
         && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         && !id.ends_with('-')
         && !id.contains("--")
+}
+
+/// RDS endpoint names that stand for several instances, not the one writer
+/// (Aurora user guide, "Amazon Aurora endpoint connections"; RDS Proxy endpoints):
+/// the load balancer would forward to whichever address DNS gave that moment.
+fn not_one_writer(name: &str) -> Option<String> {
+    let lower = name.to_ascii_lowercase();
+    let labels: Vec<&str> = lower.split('.').collect();
+    let rds = lower.ends_with(".rds.amazonaws.com") || lower.ends_with(".rds.amazonaws.com.cn");
+    if !rds || labels.len() < 5 {
+        return None;
+    }
+    let first = labels[0];
+    let what = if labels[1].starts_with("cluster-ro-") {
+        format!(
+            "a cluster reader endpoint, which spreads connections over the readers; give the cluster identifier ({first}) to follow its writer"
+        )
+    } else if labels[1].starts_with("cluster-custom-") {
+        "a custom cluster endpoint, which spreads connections over the instances it lists; give the cluster identifier to follow its writer".to_string()
+    } else if labels.iter().any(|label| label.starts_with("proxy-")) {
+        "an RDS Proxy endpoint, which has one address per subnet; give the identifier of the cluster or instance behind the proxy".to_string()
+    } else {
+        return None;
+    };
+    Some(format!("{name} is {what}"))
 }
 
 fn is_dns_name(name: &str) -> bool {
@@ -167,6 +197,27 @@ mod tests {
         );
         for bad in ["1orders", "orders-", "or--ders", "orders_db", "a..b", "-a.b", "10.0.1.25", &"a".repeat(64)] {
             assert!(Database::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn endpoints_that_are_not_one_writer_are_refused_saying_what_to_give() {
+        for (name, expected) in [
+            ("orders.cluster-ro-abc123.us-east-1.rds.amazonaws.com", "cluster reader endpoint"),
+            ("Orders.Cluster-RO-abc123.us-east-1.rds.amazonaws.com.", "give the cluster identifier (orders)"),
+            ("reports.cluster-custom-abc123.us-east-1.rds.amazonaws.com", "custom cluster endpoint"),
+            ("imports.proxy-abc123.us-east-1.rds.amazonaws.com", "RDS Proxy endpoint"),
+            ("reader.endpoint.proxy-abc123.cn-north-1.rds.amazonaws.com.cn", "RDS Proxy endpoint"),
+        ] {
+            let err = Database::parse(name).unwrap_err();
+            assert!(err.contains(expected), "{name}: {err}");
+        }
+        for writer in [
+            "orders.cluster-abc123.us-east-1.rds.amazonaws.com",
+            "orders-1.abc123.us-east-1.rds.amazonaws.com",
+            "db.cluster-ro-example.internal",
+        ] {
+            assert!(Database::parse(writer).is_ok(), "{writer}");
         }
     }
 

@@ -17,7 +17,7 @@ use crate::aws::Aws;
 use crate::chain::network::{self, VpcBlocks};
 use crate::chain::target_group::{self, Registered};
 use crate::chain::{self, ANSWERED_TAG, DATABASE_TAG, STACK_ID_TAG};
-use crate::database::{Databases, Writer};
+use crate::database::{Databases, Described, Kind, Writer};
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::spec::Database;
@@ -38,14 +38,43 @@ pub enum Trigger {
     Rds {
         event_id: String,
         source: String,
+        kind: RdsSource,
     },
+}
+
+/// What an RDS event is about (its `detail-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RdsSource {
+    Cluster,
+    Instance,
+    /// A Blue/Green switchover: its source is the deployment (`bgd-…`), not a database.
+    BlueGreen,
+}
+
+/// Instance events after which only the address changing tells that DNS caught up
+/// with a failover, when the database has no other member to compare with: Multi-AZ
+/// failover started (0013), completed with DNS still propagating (0015), completed
+/// (0049), activation (0050, 0051), recovered (0065) (RDS user guide, "Amazon RDS
+/// event categories and event messages").
+const INSTANCE_FAILOVER_EVENTS: [&str; 6] =
+    ["RDS-EVENT-0013", "RDS-EVENT-0015", "RDS-EVENT-0049", "RDS-EVENT-0050", "RDS-EVENT-0051", "RDS-EVENT-0065"];
+
+/// How a run waits for one chain's writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Take RDS and DNS as they are now; the next scheduled run asks again.
+    None,
+    /// Wait for RDS and DNS to agree on the writer.
+    Settle,
+    /// Also wait until the address differs from the registered one.
+    Move,
 }
 
 impl std::fmt::Display for Trigger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Trigger::Schedule => f.write_str("schedule"),
-            Trigger::Rds { event_id, source } => write!(f, "{event_id} from {source}"),
+            Trigger::Rds { event_id, source, .. } => write!(f, "{event_id} from {source}"),
         }
     }
 }
@@ -54,23 +83,52 @@ impl Trigger {
     /// The trigger an EventBridge event stands for, or None for events this function does not act on.
     pub fn of(event: &EventBridgeEvent<Value>) -> Option<Trigger> {
         let text = |key: &str| event.detail.get(key).and_then(Value::as_str).unwrap_or_default().to_string();
-        match (event.source.as_str(), event.detail_type.as_str()) {
-            ("aws.events", "Scheduled Event") => Some(Trigger::Schedule),
-            ("aws.rds", "RDS DB Cluster Event" | "RDS DB Instance Event") => {
-                Some(Trigger::Rds { event_id: text("EventID"), source: text("SourceIdentifier") })
-            }
-            _ => None,
-        }
+        let kind = match (event.source.as_str(), event.detail_type.as_str()) {
+            ("aws.events", "Scheduled Event") => return Some(Trigger::Schedule),
+            ("aws.rds", "RDS DB Cluster Event") => RdsSource::Cluster,
+            ("aws.rds", "RDS DB Instance Event") => RdsSource::Instance,
+            ("aws.rds", "RDS Blue Green Deployment Event") => RdsSource::BlueGreen,
+            _ => return None,
+        };
+        Some(Trigger::Rds { event_id: text("EventID"), source: text("SourceIdentifier"), kind })
     }
 
-    /// How long DNS may take to agree with RDS before this run gives up on a chain.
-    fn patience(&self) -> Duration {
-        match self {
-            // The next scheduled run asks again.
-            Trigger::Schedule => Duration::ZERO,
-            Trigger::Rds { .. } => EVENT_PATIENCE,
+    /// How to wait for the writer of `database`. The event rule matches every
+    /// failover event of the account and region (an identifier typed in another case,
+    /// a member standing for its cluster and a Blue/Green deployment all carry other
+    /// identifiers), so an event about another database is just a scheduled run here.
+    fn wait_for(&self, database: &Database, described: &Described) -> Wait {
+        let Trigger::Rds { event_id, source, kind } = self else { return Wait::None };
+        if *kind == RdsSource::BlueGreen {
+            // Which database switched over cannot be told from the event; the switched
+            // database keeps its names, so only a new address tells.
+            return Wait::Move;
+        }
+        if !is_about(source, database, described) {
+            return Wait::None;
+        }
+        let alone = described.members.len() <= 1;
+        match *kind == RdsSource::Instance && alone && INSTANCE_FAILOVER_EVENTS.contains(&event_id.as_str()) {
+            true => Wait::Move,
+            false => Wait::Settle,
         }
     }
+}
+
+/// Whether an event from `source` is about `database`: the identifier as typed in any
+/// case, the cluster a member stands for, any of its instances, or the first label of
+/// a DNS name (an endpoint's is its cluster or instance).
+fn is_about(source: &str, database: &Database, described: &Described) -> bool {
+    let same = |name: &str| !name.is_empty() && name.eq_ignore_ascii_case(source);
+    let given = database.as_given();
+    let own = match &described.kind {
+        Kind::Cluster(id) | Kind::Instance(id) => same(id),
+        Kind::DnsName(_) => false,
+    };
+    same(given)
+        || same(given.split('.').next().unwrap_or_default())
+        || own
+        || described.members.iter().any(|m| same(&m.instance))
 }
 
 /// One chain that follows a database: its target group and the database as the user named it.
@@ -127,10 +185,11 @@ impl Sync {
             }
         };
         info!(chains = followers.len(), "syncing the database writers");
-        let patience = trigger.patience().min(deadline.work_until.saturating_duration_since(Instant::now()));
+        let patience = EVENT_PATIENCE.min(deadline.work_until.saturating_duration_since(Instant::now()));
         let runs = followers.iter().map(|follower| async move {
             let started = Instant::now();
-            let outcome = tokio::time::timeout_at(deadline.work_until, self.sync_one(follower, patience)).await;
+            let outcome =
+                tokio::time::timeout_at(deadline.work_until, self.sync_one(follower, trigger, patience)).await;
             let outcome = outcome.unwrap_or_else(|_| Err(Error::Timeout("syncing the writer".into())));
             let millis = started.elapsed().as_millis() as u64;
             let action = report(follower, outcome, millis);
@@ -156,30 +215,44 @@ impl Sync {
             .collect())
     }
 
-    async fn sync_one(&self, follower: &Follower, patience: Duration) -> Result<Outcome> {
+    async fn sync_one(&self, follower: &Follower, trigger: &Trigger, patience: Duration) -> Result<Outcome> {
         let database = Database::parse(&follower.database).map_err(|message| Error::Property {
             property: "Database",
             message: format!("the target group's {DATABASE_TAG} tag: {message}"),
         })?;
         let elb = &self.aws.elb;
         let arn = &follower.target_group_arn;
-        let ((_, writer), current) =
-            tokio::try_join!(self.databases.writer(&database, patience), target_group::registered(elb, arn))?;
+        let (described, current) =
+            tokio::try_join!(self.databases.describe(&database), target_group::registered(elb, arn))?;
         let old = addresses(&current);
+        let wait = trigger.wait_for(&database, &described);
+        let (patience, moved_from) = match wait {
+            Wait::None => (Duration::ZERO, BTreeSet::new()),
+            Wait::Settle => (patience, BTreeSet::new()),
+            Wait::Move => (patience, old.clone()),
+        };
+        let (_, writer) = self.databases.settle(&database, described, patience, &moved_from).await?;
         if old == BTreeSet::from([writer.address]) {
-            return Ok(Outcome { old, writer, zone_problem: None });
+            let unmoved = (wait == Wait::Move).then(|| {
+                format!(
+                    "the writer's address stayed {} for {}s after the event; leaving the target (the schedule checks again)",
+                    writer.address,
+                    patience.as_secs()
+                )
+            });
+            return Ok(Outcome { old, writer, problem: unmoved });
         }
         let group = self.target_group(arn).await?;
         let zone_problem = writer.zone.as_ref().filter(|zone| !group.zones.contains(*zone)).map(|zone| {
             format!(
-                "the writer {} moved to {zone}, where the load balancer has no subnet, so it gets no traffic; add a subnet in {zone} to the stack's SubnetIds (or to the database's subnet group if SubnetIds is empty)",
+                "the writer {} moved to {zone}, where the load balancer has no subnet, so it gets no traffic; add a subnet in {zone} to the stack's SubnetIds (or, with derived subnets, update the stack: the zone is added in place)",
                 writer.instance.as_deref().unwrap_or("instance")
             )
         });
         let wanted = BTreeSet::from([writer.address]);
         let targets = target_group::Targets { ips: &wanted, port: group.port, in_vpc: &|ip| group.blocks.contains(ip) };
         target_group::set_targets(elb, arn, &current, &targets, false).await?;
-        Ok(Outcome { old, writer, zone_problem })
+        Ok(Outcome { old, writer, problem: zone_problem })
     }
 
     /// Port, VPC blocks and load balancer zones of a target group: read only when its target changes.
@@ -229,7 +302,9 @@ struct TargetGroupFacts {
 struct Outcome {
     old: BTreeSet<Ipv4Addr>,
     writer: Writer,
-    zone_problem: Option<String>,
+    /// What a person should know: a writer in a zone the load balancer lacks, or
+    /// an address that never moved after a failover event.
+    problem: Option<String>,
 }
 
 fn addresses(registered: &Registered) -> BTreeSet<Ipv4Addr> {
@@ -245,13 +320,15 @@ fn report(follower: &Follower, outcome: Result<Outcome>, millis: u64) -> Action 
     let database = follower.database.as_str();
     let target_group = follower.target_group_arn.as_str();
     match outcome {
-        Ok(Outcome { old, writer, zone_problem }) => {
+        Ok(Outcome { old, writer, problem }) => {
             let new = writer.address.to_string();
             let instance = writer.instance.unwrap_or_default();
             let unchanged = old == BTreeSet::from([writer.address]);
             let action = if unchanged { "unchanged" } else { "retargeted" };
             let old = joined(&old);
-            if let Some(problem) = zone_problem {
+            if let (Some(problem), true) = (&problem, unchanged) {
+                warn!(database, target_group, old, new, writer_instance = instance, action, millis, "{problem}");
+            } else if let Some(problem) = problem {
                 error!(database, target_group, old, new, writer_instance = instance, action, millis, "{problem}");
             } else if unchanged {
                 info!(database, target_group, old, new, writer_instance = instance, action, millis, "writer unchanged");
@@ -294,10 +371,47 @@ mod tests {
             "detail": {"EventID": "RDS-EVENT-0015", "SourceIdentifier": "solo"}}));
         let trigger = Trigger::of(&rds).unwrap();
         assert_eq!(trigger.to_string(), "RDS-EVENT-0015 from solo");
-        assert_eq!(trigger.patience(), EVENT_PATIENCE);
-        assert_eq!(Trigger::Schedule.patience(), Duration::ZERO);
+        let blue_green = event(json!({"detail-type": "RDS Blue Green Deployment Event", "source": "aws.rds",
+            "detail": {"EventID": "RDS-EVENT-0248", "SourceIdentifier": "bgd-hdqs3ik6vrwgutsn"}}));
+        assert!(matches!(Trigger::of(&blue_green), Some(Trigger::Rds { kind: RdsSource::BlueGreen, .. })));
         let other =
             event(json!({"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2", "detail": {}}));
         assert_eq!(Trigger::of(&other), None);
+    }
+
+    fn member(id: &str) -> crate::database::Member {
+        crate::database::Member { instance: id.into(), endpoint: format!("{id}.x.rds.amazonaws.com"), zone: None }
+    }
+
+    fn described(kind: Kind, members: &[&str]) -> Described {
+        let mut described = Described::dns("x.example.com");
+        described.kind = kind;
+        described.members = members.iter().map(|m| member(m)).collect();
+        described
+    }
+
+    fn rds(kind: RdsSource, event_id: &str, source: &str) -> Trigger {
+        Trigger::Rds { event_id: event_id.into(), source: source.into(), kind }
+    }
+
+    #[test]
+    fn an_event_waits_only_for_the_databases_it_is_about() {
+        let cluster = described(Kind::Cluster("orders".into()), &["orders-1", "orders-2"]);
+        let solo = described(Kind::Instance("solo".into()), &["solo"]);
+        let typed = |text: &str| Database::parse(text).unwrap();
+        let failover = rds(RdsSource::Cluster, "RDS-EVENT-0071", "orders");
+        assert_eq!(failover.wait_for(&typed("Orders"), &cluster), Wait::Settle, "typed in another case");
+        assert_eq!(failover.wait_for(&typed("orders-2"), &cluster), Wait::Settle, "a member standing for its cluster");
+        assert_eq!(failover.wait_for(&typed("orders.cluster-abc.us-east-1.rds.amazonaws.com"), &cluster), Wait::Settle);
+        assert_eq!(failover.wait_for(&typed("solo"), &solo), Wait::None, "another database");
+        let instance = rds(RdsSource::Instance, "RDS-EVENT-0015", "SOLO");
+        assert_eq!(instance.wait_for(&typed("solo"), &solo), Wait::Move, "no other member to compare with");
+        assert_eq!(
+            rds(RdsSource::Instance, "RDS-EVENT-0015", "orders-1").wait_for(&typed("orders"), &cluster),
+            Wait::Settle
+        );
+        let switchover = rds(RdsSource::BlueGreen, "RDS-EVENT-0248", "bgd-abc");
+        assert_eq!(switchover.wait_for(&typed("solo"), &solo), Wait::Move);
+        assert_eq!(Trigger::Schedule.wait_for(&typed("solo"), &solo), Wait::None);
     }
 }

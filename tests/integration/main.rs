@@ -4,6 +4,7 @@
 
 mod binary;
 mod connections;
+mod databases;
 mod following;
 mod lifecycle;
 mod protocol;

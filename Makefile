@@ -10,6 +10,9 @@ MOTO_PYTHON := $(abspath $(VENV))/bin/python
 PY_PINS     := moto[server]==5.2.5 dnslib==0.9.26
 VENV_READY  := $(VENV)/.ready-moto-5.2.5-dnslib-0.9.26
 LINT_PY     := $(TOOLS)/lint/bin/python
+LINT_PINS   := cfn-lint==1.58.0 cfn-flip==1.3.0 policy_sentry==0.15.2 parliament==1.6.4
+# The stamp's name changes with the pins, so a new pin reinstalls.
+LINT_READY  := $(TOOLS)/lint/.ready-cfn-lint-1.58.0-policy_sentry-0.15.2-parliament-1.6.4
 CHECKOV     := $(TOOLS)/checkov/bin/checkov
 CARGO_DENY  := $(TOOLS)/cargo/bin/cargo-deny
 BUILD_BIN   := $(abspath $(TOOLS))/build/bin
@@ -58,8 +61,8 @@ deploy: $(SAM) $(BUILD_BIN)/cargo-lambda
 	SAM_CLI_TELEMETRY=0 $(SAM) deploy --guided --capabilities CAPABILITY_IAM
 	@echo "deployed; the stack's Outputs hold ServiceName and AvailabilityZoneIds for the consumer"
 
-## lint: cfn-lint, checkov, the IAM policy against the Service Authorization Reference, fmt, clippy, cargo-deny
-lint: $(STACKSET_TEMPLATE) $(CHECKOV) $(CARGO_DENY)
+## lint: cfn-lint, checkov, the IAM policies against the Service Authorization Reference and parliament, fmt, clippy, cargo-deny
+lint: $(STACKSET_TEMPLATE) $(LINT_READY) $(CHECKOV) $(CARGO_DENY)
 	$(TOOLS)/lint/bin/cfn-lint template.yaml $(STACKSET_TEMPLATE)
 	$(CHECKOV) --framework cloudformation --skip-download --quiet --compact -f template.yaml -f $(STACKSET_TEMPLATE)
 	$(LINT_PY) scripts/check_iam.py template.yaml
@@ -68,7 +71,7 @@ lint: $(STACKSET_TEMPLATE) $(CHECKOV) $(CARGO_DENY)
 	$(CARGO_DENY) check bans licenses sources
 	@echo "lint clean: template.yaml, $(STACKSET_TEMPLATE), IAM policy, Rust formatting, clippy, dependencies"
 
-$(STACKSET_TEMPLATE): template.yaml scripts/package.py $(LINT_PY)
+$(STACKSET_TEMPLATE): template.yaml scripts/package.py $(LINT_READY)
 	$(LINT_PY) scripts/package.py --source template.yaml --output $@
 
 $(VENV_READY):
@@ -76,9 +79,10 @@ $(VENV_READY):
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check $(foreach pin,$(PY_PINS),'$(pin)')
 	touch $@
 
-$(LINT_PY):
+$(LINT_READY):
 	$(PYTHON) -m venv $(TOOLS)/lint
-	$(TOOLS)/lint/bin/pip install --quiet --disable-pip-version-check cfn-lint==1.58.0 cfn-flip==1.3.0 policy_sentry==0.15.2
+	$(TOOLS)/lint/bin/pip install --quiet --disable-pip-version-check $(LINT_PINS)
+	touch $@
 
 # checkov pins an older policy_sentry, hence its own venv.
 $(CHECKOV):

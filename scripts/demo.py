@@ -4,11 +4,13 @@
 Starts moto on loopback and a DNS responder that answers the emulator's RDS
 endpoint names with private addresses (as public DNS does for a non-public RDS
 endpoint); seeds a VPC with three subnets in three zones, a DB subnet group and
-an Aurora cluster of two instances; serves a Lambda Runtime API to the binary
-and plays through it: events/create.json (the cluster's identifier alone), a
-failover in the emulator followed by events/rds-failover.json (the target moves
-to the new writer), update.json and delete.json. Each CloudFormation answer is
-received on a local listener; at the end nothing may be left in the emulator.
+an Aurora cluster of two instances; runs the binary as the template's two functions,
+each behind a Lambda Runtime API of its own, and plays through the builder:
+events/database-security-groups.json and create.json (the cluster's identifier alone);
+a failover in the emulator followed by events/rds-failover.json through the follower
+(the target moves to the new writer); update.json and delete.json through the builder.
+Each CloudFormation answer is received on a local listener; at the end nothing may be
+left in the emulator.
 Needs only boto3, moto and dnslib (the Makefile's venv) and the binary; no AWS account.
 """
 
@@ -253,7 +255,7 @@ def main():
     (ROOT / "target").mkdir(exist_ok=True)
 
     moto, endpoint = start_moto()
-    function = None
+    functions = []
     try:
         session = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="demo", aws_secret_access_key="demo")
         ec2, elb, rds = boto3.client("ec2", **session), boto3.client("elbv2", **session), boto3.client("rds", **session)
@@ -264,11 +266,11 @@ def main():
         print(f"    and {world['consumer_subnet']} in us-east-1d (zone ID use1-az4), outside it,")
         print(f"    Aurora cluster {CLUSTER}: " + ", ".join(f"{i} in {z} at {a}" for i, (z, a) in INSTANCES.items()) + f"; writer {writer(rds)}")
 
-        runtime, cloudformation = RuntimeApi(), CloudFormation()
+        # One binary, two functions as the template deploys them: the builder answers
+        # CloudFormation, the follower takes the schedule's and RDS's events.
+        builder, follower, cloudformation = RuntimeApi(), RuntimeApi(), CloudFormation()
         env = {
             "PATH": os.environ.get("PATH", ""),
-            "AWS_LAMBDA_RUNTIME_API": runtime.address,
-            "AWS_LAMBDA_FUNCTION_NAME": "reverse-privatelink",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_REGION": REGION,
@@ -277,11 +279,17 @@ def main():
             "AWS_ENDPOINT_URL": endpoint,
             "AWS_LAMBDA_LOG_FORMAT": "JSON",
             "REVERSE_PRIVATELINK_DNS_SERVER": dns.address,
+            "REVERSE_PRIVATELINK_STACK_ID": json.loads((ROOT / "events" / "create.json").read_text())["StackId"],
         }
-        log_path = ROOT / "target" / "demo-lambda.log"
-        log = open(log_path, "w")
-        function = subprocess.Popen([args.binary], env=env, stdout=log, stderr=log)
-        print(f"==> running {args.binary} through a local Lambda Runtime API (its logs: {log_path.relative_to(ROOT)})")
+        logs = {}
+        for name, runtime in (("builder", builder), ("follower", follower)):
+            logs[name] = ROOT / "target" / f"demo-{name}.log"
+            log = open(logs[name], "w")
+            function_env = {**env, "AWS_LAMBDA_RUNTIME_API": runtime.address, "AWS_LAMBDA_FUNCTION_NAME": f"reverse-privatelink-{name}"}
+            functions.append(subprocess.Popen([args.binary], env=function_env, stdout=log, stderr=log))
+        print(f"==> running {args.binary} as two functions, each through a local Lambda Runtime API:")
+        print(f"    the builder for CloudFormation (logs: {logs['builder'].relative_to(ROOT)}),")
+        print(f"    the follower for the schedule and RDS events (logs: {logs['follower'].relative_to(ROOT)})")
 
         values = {"Database": CLUSTER}
 
@@ -289,7 +297,7 @@ def main():
             """An EventBridge event: no CloudFormation answer, just the invocation's end."""
             event = fill(json.loads((ROOT / "events" / f"{name}.json").read_text()), values)
             started = time.monotonic()
-            how, detail = runtime.invoke(event["id"], event)
+            how, detail = follower.invoke(event["id"], event)
             if how != "response":
                 sys.exit(f"{name}: the invocation failed: {detail}")
             return time.monotonic() - started
@@ -297,15 +305,17 @@ def main():
         def play(name):
             template = json.loads((ROOT / "events" / f"{name}.json").read_text())
             event = fill(template, {**values, "ResponseURL": cloudformation.url(template["RequestId"])})
-            how, detail = runtime.invoke(event["RequestId"], event)
+            how, detail = builder.invoke(event["RequestId"], event)
             if how != "response":
                 sys.exit(f"{name}: the invocation failed: {detail}")
             answer = cloudformation.answers.get(timeout=30)
-            print(f"\n==> {event['RequestType']} ({name}.json): {answer['Status']}")
+            print(f"\n==> {event['RequestType']} ({name}.json) to the builder: {answer['Status']}")
             if answer["Status"] != "SUCCESS":
                 sys.exit(f"    Reason: {answer.get('Reason')}")
             return answer
 
+        looked = play("database-security-groups")
+        print(f"    the builder's role may change inbound rules of these groups only: {looked['Data']['Arns']}")
         created = play("create")
         values["PhysicalResourceId"] = created["PhysicalResourceId"]
         data = created["Data"]
@@ -322,7 +332,7 @@ def main():
             sys.exit("    the consumer's zone is not served")
         print(f"    PrivateLink traffic checked against the load balancer's inbound rules: {data['EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic']}")
         for group in data["SecurityGroupIds"].split(","):
-            print(f"    load balancer security group {group} (its own): " + "; ".join(describe_rules(ec2, group)))
+            print(f"    load balancer security group {group} (its own): " + "; ".join(describe_rules(ec2, group)) + " (nothing in: PrivateLink needs no inbound rule)")
         print(f"    database security group {world['security_group']}: " + "; ".join(describe_rules(ec2, world["security_group"], mark_added=True)))
         print("    Give the consumer ServiceName and AvailabilityZoneIds (zone names differ between accounts, zone IDs do not).")
 
@@ -332,11 +342,11 @@ def main():
         new_writer = writer(rds)
         dns.records[world["cluster_endpoint"]] = INSTANCES[new_writer][1]
         values["NewWriter"] = new_writer
-        print(f"\n==> failover in the emulator: writer {old_writer} -> {new_writer}; delivering rds-failover.json (RDS-EVENT-0071)")
+        print(f"\n==> failover in the emulator: writer {old_writer} -> {new_writer}; delivering rds-failover.json (RDS-EVENT-0071) to the follower")
         took = deliver("rds-failover")
         after = targets(elb, target_group)
         print(f"    target {', '.join(before)} -> {', '.join(after)} in {took * 1000:.0f} ms (event delivered -> new writer registered, old deregistered)")
-        print(f"    the function's log line for it: {sync_line(log_path, 'retargeted')}")
+        print(f"    the follower's log line for it: {sync_line(logs['follower'], 'retargeted')}")
         if after != [INSTANCES[new_writer][1]]:
             sys.exit("    the target did not follow the writer")
         took = deliver("scheduled")
@@ -355,7 +365,7 @@ def main():
             sys.exit("    something was left behind")
         print("\nDone: created, updated and deleted; nothing left.")
     finally:
-        if function:
+        for function in functions:
             function.kill()
         moto.kill()
 

@@ -52,16 +52,18 @@ def package(template: dict, code_key: str) -> dict:
     interface["ParameterLabels"]["CodeS3BucketAppendRegion"] = {"default": "Bucket name is a prefix, completed with -<region>?"}
 
     template["Conditions"]["AppendRegionToCodeBucket"] = {"Fn::Equals": [{"Ref": "CodeS3BucketAppendRegion"}, "true"]}
-    function = template["Resources"]["Function"]
-    function["Properties"]["Code"] = {
-        "S3Bucket": {
-            "Fn::If": ["AppendRegionToCodeBucket", {"Fn::Sub": "${CodeS3Bucket}-${AWS::Region}"}, {"Ref": "CodeS3Bucket"}]
-        },
-        "S3Key": {"Ref": "CodeS3Key"},
-    }
-    # Only the local code path needed these; the S3 location is plain CloudFormation.
-    function["Metadata"].pop("cfn-lint", None)
-    function["Metadata"].pop("BuildMethod", None)
+    # The builder and the follower run the same zip.
+    functions = [r for r in template["Resources"].values() if r["Type"] == "AWS::Lambda::Function"]
+    for function in functions:
+        function["Properties"]["Code"] = {
+            "S3Bucket": {
+                "Fn::If": ["AppendRegionToCodeBucket", {"Fn::Sub": "${CodeS3Bucket}-${AWS::Region}"}, {"Ref": "CodeS3Bucket"}]
+            },
+            "S3Key": {"Ref": "CodeS3Key"},
+        }
+        # Only the local code path needed these; the S3 location is plain CloudFormation.
+        function["Metadata"].pop("cfn-lint", None)
+        function["Metadata"].pop("BuildMethod", None)
     return template
 
 

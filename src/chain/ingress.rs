@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use aws_sdk_ec2::types::{ResourceType, TagSpecification};
 use tracing::info;
 
+use super::poll;
 use super::rules::{self, Rule};
 use super::tags::{self, LOGICAL_ID_TAG, STACK_ID_TAG, Tags};
 use super::{Owner, Progress};
@@ -38,6 +39,12 @@ pub async fn list_owned(ec2: &aws_sdk_ec2::Client, owner: &Owner) -> Result<Vec<
             Some(IngressRule { id: rule.id, group_id: rule.group_id, generation })
         })
         .collect())
+}
+
+/// The security groups holding an inbound rule this stack added (any resource of it).
+pub async fn groups_with_rules_of(ec2: &aws_sdk_ec2::Client, stack_id: &str) -> Result<BTreeSet<String>> {
+    let found = rules::describe(ec2, vec![rules::filter(&format!("tag:{STACK_ID_TAG}"), [stack_id])]).await?;
+    Ok(found.into_iter().filter(|rule| !rule.egress).map(|rule| rule.group_id).collect())
 }
 
 /// Lets each of `sources` (the load balancer's groups) into each of `databases` on
@@ -74,18 +81,19 @@ pub async fn ensure(
             keep.insert(rule.id.as_str());
             continue;
         }
-        let added = ec2
-            .authorize_security_group_ingress()
-            .group_id(*db)
-            .ip_permissions(rules::tcp_from_group(port, src, &description))
-            .tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(ResourceType::SecurityGroupRule)
-                    .set_tags(Some(tags.ec2()))
-                    .build(),
-            )
-            .send()
-            .await;
+        let added = poll::settled(true, poll::NOT_AUTHORIZED_YET, || {
+            ec2.authorize_security_group_ingress()
+                .group_id(*db)
+                .ip_permissions(rules::tcp_from_group(port, src, &description))
+                .tag_specifications(
+                    TagSpecification::builder()
+                        .resource_type(ResourceType::SecurityGroupRule)
+                        .set_tags(Some(tags.ec2()))
+                        .build(),
+                )
+                .send()
+        })
+        .await;
         match added {
             Ok(added) => {
                 info!(group = db, source = src, port, "allowed the load balancer into the database");
@@ -126,7 +134,10 @@ pub async fn remove(ec2: &aws_sdk_ec2::Client, owned: &[IngressRule], progress: 
         by_group.entry(&rule.group_id).or_default().push(rule.id.clone());
     }
     for (group, ids) in by_group {
-        match ec2.revoke_security_group_ingress().group_id(group).set_security_group_rule_ids(Some(ids)).send().await {
+        let revoked = poll::settled(true, poll::NOT_AUTHORIZED_YET, || {
+            ec2.revoke_security_group_ingress().group_id(group).set_security_group_rule_ids(Some(ids.clone())).send()
+        });
+        match revoked.await {
             Ok(_) => {}
             Err(err)
                 if matches!(

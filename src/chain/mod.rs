@@ -7,7 +7,7 @@
 mod converge;
 mod endpoint_service;
 mod health;
-mod ingress;
+pub mod ingress;
 mod inventory;
 mod listener;
 mod load_balancer;
@@ -36,7 +36,9 @@ pub use inventory::{Inventory, tagged};
 pub use load_balancer::LoadBalancer;
 pub use network::{Network, Zone};
 pub use security_group::SecurityGroup;
-pub use tags::{ANSWERED_TAG, DATABASE_TAG, GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG};
+pub use tags::{
+    ANSWERED_TAG, DATABASE_TAG, GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG, describe_elb as describe_elb_tags,
+};
 pub use target_group::TargetGroup;
 
 pub use crate::spec::GENERATION_LEN;

@@ -135,7 +135,7 @@ where
             {
                 tracing::info!(
                     code = err.as_service_error().and_then(|e| e.code()),
-                    "just created, not found yet; asking again"
+                    "AWS has not caught up with a change made moments ago; asking again"
                 );
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(4));
@@ -150,3 +150,7 @@ pub const LOAD_BALANCER_NOT_FOUND: &[&str] = &["LoadBalancerNotFound"];
 pub const TARGET_GROUP_NOT_FOUND: &[&str] = &["TargetGroupNotFound"];
 pub const SERVICE_NOT_FOUND: &[&str] = &["InvalidVpcEndpointServiceId.NotFound", "InvalidVpcEndpointService.NotFound"];
 pub const GROUP_NOT_FOUND: &[&str] = &["InvalidGroup.NotFound", "InvalidGroupId.NotFound", "InvalidSecurityGroup"];
+/// A policy the stack granted moments before (the database's groups, learnt at deploy
+/// time) can still be refused for seconds: IAM changes are eventually consistent (IAM
+/// user guide, "Changes that I make are not always immediately visible").
+pub const NOT_AUTHORIZED_YET: &[&str] = &["UnauthorizedOperation"];

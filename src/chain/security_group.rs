@@ -1,12 +1,18 @@
 //! The load balancer's own security group, for a chain whose properties name
-//! none: inbound TCP on the port from the VPC (tests from inside it), outbound
-//! TCP on the port to the VPC (the health checks obey the outbound rules, ELB
-//! user guide, "Security groups for your Network Load Balancer").
+//! none. Inbound: nothing but `LoadBalancerClients`, an opt-in; PrivateLink traffic
+//! needs no inbound rule while enforcement is off, and a rule for the whole VPC
+//! would let every host in it around the database's own group. Outbound: TCP on the
+//! port to the database's security groups when RDS names them, else to the VPC's
+//! blocks (the address can move, and the writer sync may not change groups); the
+//! health checks obey the outbound rules (ELB user guide, "Security groups for your
+//! Network Load Balancer").
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType, SecurityGroup as SdkGroup, TagSpecification};
+use aws_sdk_ec2::types::{
+    IpPermission, IpRange, ResourceType, SecurityGroup as SdkGroup, TagSpecification, UserIdGroupPair,
+};
 use tracing::info;
 
 use super::poll::{self, GROUP_NOT_FOUND};
@@ -97,7 +103,8 @@ pub async fn ensure(
         let id = create(ec2, want, tags).await?;
         progress.record("security group", &id);
         // A new group allows all outbound traffic and nothing inbound.
-        let default_egress = Wanted { egress: true, protocol: "-1".into(), from: -1, to: -1, cidr: "0.0.0.0/0".into() };
+        let default_egress =
+            Wanted { egress: true, protocol: "-1".into(), from: -1, to: -1, peer: Peer::Cidr("0.0.0.0/0".into()) };
         apply(ec2, &id, &wanted, &BTreeSet::from([default_egress]), &BTreeMap::new(), tags, true).await?;
         return Ok(id);
     };
@@ -156,43 +163,60 @@ async fn adopt(ec2: &aws_sdk_ec2::Client, name: &str, vpc_id: &str, tags: &Tags)
     }
 }
 
-/// A rule as the chain wants it: direction, protocol, ports (-1 for all) and CIDR.
+/// A rule as the chain wants it: direction, protocol, ports (-1 for all) and peer.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Wanted {
     egress: bool,
     protocol: String,
     from: i32,
     to: i32,
-    cidr: String,
+    peer: Peer,
+}
+
+/// Whom a rule admits or reaches.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Peer {
+    Cidr(String),
+    Group(String),
+    /// Anything else (IPv6, a prefix list), by rule ID: never wanted.
+    Other(String),
+}
+
+impl Peer {
+    /// A `LoadBalancerClients` entry: a security group ID or a CIDR block.
+    fn of_client(source: &str) -> Peer {
+        match source.starts_with("sg-") {
+            true => Peer::Group(source.to_string()),
+            false => Peer::Cidr(source.to_string()),
+        }
+    }
 }
 
 impl Wanted {
     fn of(rule: &Rule) -> Self {
-        Wanted {
-            egress: rule.egress,
-            protocol: rule.protocol.clone(),
-            from: rule.from_port,
-            to: rule.to_port,
-            cidr: rule.cidr.clone().unwrap_or_default(),
-        }
+        let peer = match (&rule.cidr, &rule.source_group) {
+            (Some(cidr), _) => Peer::Cidr(cidr.clone()),
+            (None, Some(group)) => Peer::Group(group.clone()),
+            (None, None) => Peer::Other(rule.id.clone()),
+        };
+        Wanted { egress: rule.egress, protocol: rule.protocol.clone(), from: rule.from_port, to: rule.to_port, peer }
+    }
+
+    fn tcp(egress: bool, port: i32, peer: Peer) -> Self {
+        Wanted { egress, protocol: "tcp".into(), from: port, to: port, peer }
     }
 }
 
 fn wanted_rules(want: &Desired<'_>) -> BTreeSet<Wanted> {
     let port = i32::from(want.resolved.port);
-    let cidrs = want.resolved.network.blocks.cidrs();
-    [false, true]
-        .into_iter()
-        .flat_map(|egress| {
-            cidrs.iter().map(move |cidr| Wanted {
-                egress,
-                protocol: "tcp".into(),
-                from: port,
-                to: port,
-                cidr: cidr.clone(),
-            })
-        })
-        .collect()
+    let database_groups = &want.resolved.database_security_groups;
+    let towards: Vec<Peer> = match database_groups.is_empty() {
+        false => database_groups.iter().cloned().map(Peer::Group).collect(),
+        true => want.resolved.network.blocks.cidrs().into_iter().map(Peer::Cidr).collect(),
+    };
+    let inbound =
+        want.spec.load_balancer_clients.iter().map(|source| Wanted::tcp(false, port, Peer::of_client(source)));
+    inbound.chain(towards.into_iter().map(|peer| Wanted::tcp(true, port, peer))).collect()
 }
 
 /// Authorizes what is missing and revokes what is not wanted.
@@ -209,14 +233,24 @@ async fn apply(
         rules
             .into_iter()
             .filter(|rule| rule.egress == egress)
-            .map(|rule| {
+            .filter_map(|rule| {
                 let ports = (rule.protocol != "-1").then_some((rule.from, rule.to));
-                IpPermission::builder()
+                let permission = IpPermission::builder()
                     .ip_protocol(&rule.protocol)
                     .set_from_port(ports.map(|p| p.0))
-                    .set_to_port(ports.map(|p| p.1))
-                    .ip_ranges(IpRange::builder().cidr_ip(&rule.cidr).description("reverse-privatelink").build())
-                    .build()
+                    .set_to_port(ports.map(|p| p.1));
+                let description = "reverse-privatelink";
+                let permission = match &rule.peer {
+                    Peer::Cidr(cidr) => {
+                        permission.ip_ranges(IpRange::builder().cidr_ip(cidr).description(description).build())
+                    }
+                    Peer::Group(group) => permission.user_id_group_pairs(
+                        UserIdGroupPair::builder().group_id(group).description(description).build(),
+                    ),
+                    // Known by rule ID only, and revoked by it.
+                    Peer::Other(_) => return None,
+                };
+                Some(permission.build())
             })
             .collect()
     };
@@ -240,7 +274,7 @@ async fn apply(
         })
         .await
         .map(|_| ())
-        .map_err(Error::aws("allowing the database port into the load balancer (AuthorizeSecurityGroupIngress)"))
+        .map_err(Error::aws("letting LoadBalancerClients into the load balancer (AuthorizeSecurityGroupIngress)"))
     };
     let add_egress = async {
         if egress.is_empty() {

@@ -312,19 +312,35 @@ pub async fn set_targets(
     wanted: &Targets<'_>,
     fresh: bool,
 ) -> Result<TargetChange> {
+    let registered = register_fresh(elb, arn, current, wanted, fresh).await?;
+    let deregistered = deregister_others(elb, arn, current, wanted).await?;
+    Ok(TargetChange { registered, deregistered })
+}
+
+/// Registers the wanted addresses that are not registered yet; returns them.
+pub async fn register(
+    elb: &elbv2::Client,
+    arn: &str,
+    current: &Registered,
+    wanted: &Targets<'_>,
+) -> Result<Vec<String>> {
+    register_fresh(elb, arn, current, wanted, false).await
+}
+
+async fn register_fresh(
+    elb: &elbv2::Client,
+    arn: &str,
+    current: &Registered,
+    wanted: &Targets<'_>,
+    fresh: bool,
+) -> Result<Vec<String>> {
     let port = i32::from(wanted.port);
-    let wanted_pairs: Registered = wanted.ips.iter().map(|ip| (ip.to_string(), port)).collect();
     let register: Vec<TargetDescription> = wanted
         .ips
         .iter()
         .filter(|ip| !current.contains(&(ip.to_string(), port)))
         .map(|ip| target(*ip, port, (wanted.in_vpc)(*ip)))
         .collect();
-    let stale: Vec<&(String, i32)> = current.difference(&wanted_pairs).collect();
-    let change = TargetChange {
-        registered: register.iter().filter_map(|t| t.id.clone()).collect(),
-        deregistered: stale.iter().map(|(id, _)| id.clone()).collect(),
-    };
     if !register.is_empty() {
         poll::settled(fresh, TARGET_GROUP_NOT_FOUND, || {
             elb.register_targets().target_group_arn(arn).set_targets(Some(register.clone())).send()
@@ -332,6 +348,19 @@ pub async fn set_targets(
         .await
         .map_err(Error::aws("registering the database writer (RegisterTargets)"))?;
     }
+    Ok(register.iter().filter_map(|t| t.id.clone()).collect())
+}
+
+/// Deregisters every target of `current` that is not wanted; returns their addresses.
+pub async fn deregister_others(
+    elb: &elbv2::Client,
+    arn: &str,
+    current: &Registered,
+    wanted: &Targets<'_>,
+) -> Result<Vec<String>> {
+    let port = i32::from(wanted.port);
+    let wanted_pairs: Registered = wanted.ips.iter().map(|ip| (ip.to_string(), port)).collect();
+    let stale: Vec<&(String, i32)> = current.difference(&wanted_pairs).collect();
     if !stale.is_empty() {
         let deregister = stale.iter().map(|(id, port)| TargetDescription::builder().id(id).port(*port).build());
         elb.deregister_targets()
@@ -341,7 +370,7 @@ pub async fn set_targets(
             .await
             .map_err(Error::aws("deregistering old targets (DeregisterTargets)"))?;
     }
-    Ok(change)
+    Ok(stale.iter().map(|(id, _)| id.clone()).collect())
 }
 
 fn target(ip: Ipv4Addr, port: i32, in_vpc: bool) -> TargetDescription {

@@ -11,6 +11,7 @@
 //!   the resource removes the chains CloudFormation never received.
 
 mod cleanup;
+mod lookup;
 mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -61,6 +62,20 @@ impl CustomResource for ReversePrivateLink {
     type Error = Error;
 
     async fn handle(&self, request: &Request, deadline: &Deadline) -> Result<Success> {
+        if let Request::Create(CreateRequest { resource_type, resource_properties, stack_id, .. })
+        | Request::Update(UpdateRequest { resource_type, resource_properties, stack_id, .. }) = request
+            && resource_type == lookup::RESOURCE_TYPE
+        {
+            return Box::pin(lookup::security_groups(&self.aws.ec2, &self.databases, resource_properties, stack_id))
+                .await;
+        }
+        if let Request::Delete(delete) = request
+            && delete.resource_type == lookup::RESOURCE_TYPE
+        {
+            // Nothing was made for it.
+            let physical_resource_id = delete.physical_resource_id.clone();
+            return Ok(Success { physical_resource_id, data: BTreeMap::new() });
+        }
         match request {
             // Boxed: each request's future nests the whole chain and would not fit a thread's stack.
             Request::Create(create) => Box::pin(self.create(create, deadline)).await,

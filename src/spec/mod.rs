@@ -50,6 +50,8 @@ pub struct Spec {
     pub supported_regions: BTreeSet<String>,
     /// Zone IDs the consumer's endpoint uses: the load balancer must serve each.
     pub consumer_zone_ids: BTreeSet<String>,
+    /// Sources in the network (CIDR blocks, `sg-…`) the load balancer's own group admits.
+    pub load_balancer_clients: BTreeSet<String>,
 }
 
 /// The port when neither the properties nor a database say otherwise (MySQL's).
@@ -72,6 +74,7 @@ const PROPERTIES: &[&str] = &[
     "WaitForHealthyTarget",
     "SupportedRegions",
     "ConsumerAvailabilityZoneIds",
+    "LoadBalancerClients",
 ];
 /// CloudFormation's own, sent inside `ResourceProperties`.
 const CLOUDFORMATION_PROPERTIES: &[&str] = &["ServiceToken", "ServiceTimeout"];
@@ -115,7 +118,13 @@ impl Spec {
             wait_for_healthy_target: noted(&mut errors, traffic::wait_for_healthy_target(props)),
             supported_regions: noted(&mut errors, regions::supported_regions(props, stack_id)),
             consumer_zone_ids: noted(&mut errors, zones::consumer_zone_ids(props)),
+            load_balancer_clients: noted(&mut errors, traffic::load_balancer_clients(props)),
         };
+        let own_group = spec.security_group_ids.is_empty();
+        let clients = &spec.load_balancer_clients;
+        if let Err(error) = traffic::check_enforcement(spec.enforce_inbound_on_private_link, own_group, clients) {
+            errors.push(error);
+        }
         let subnets_read = !errors.iter().any(|e| matches!(e, Error::Property { property: "SubnetIds", .. }));
         if spec.subnet_ids.is_empty() && subnets_needed && subnets_read {
             errors.push(Error::property(

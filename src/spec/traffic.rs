@@ -1,7 +1,10 @@
 //! What lets traffic through: `EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic`,
-//! `AllowDatabaseIngress` and `WaitForHealthyTarget`.
+//! `LoadBalancerClients`, `AllowDatabaseIngress` and `WaitForHealthyTarget`.
 
-use super::read::{Properties, boolean, scalar};
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use super::read::{Properties, boolean, scalar, string_list, unique};
 use super::target::{Database, Target};
 use crate::error::{Error, Result};
 
@@ -38,6 +41,63 @@ pub fn wait_for_healthy_target(props: &Properties) -> Result<bool> {
     boolean(props, "WaitForHealthyTarget", false)
 }
 
+pub const CLIENTS: &str = "LoadBalancerClients";
+const MAX_CLIENTS: usize = 20;
+
+/// `LoadBalancerClients`: sources inside the network (IPv4 CIDR blocks or security
+/// group IDs) that may connect to the load balancer directly, an opt-in: its own
+/// security group admits nothing else, as PrivateLink traffic needs no inbound rule
+/// while enforcement is off.
+pub fn load_balancer_clients(props: &Properties) -> Result<BTreeSet<String>> {
+    let items = string_list(props, CLIENTS)?;
+    if items.len() > MAX_CLIENTS {
+        return Err(Error::property(CLIENTS, format!("at most {MAX_CLIENTS} sources")));
+    }
+    for item in &items {
+        if let Err(why) = client_source(item) {
+            return Err(Error::property(CLIENTS, why));
+        }
+    }
+    unique(CLIENTS, items)
+}
+
+/// An IPv4 CIDR block (its network address, as EC2 takes it) or a security group ID.
+fn client_source(item: &str) -> std::result::Result<(), String> {
+    if let Some(hex) = item.strip_prefix("sg-") {
+        let well_formed =
+            matches!(hex.len(), 8 | 17) && hex.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+        return well_formed.then_some(()).ok_or_else(|| format!("{item:?} is not a sg-… ID"));
+    }
+    let not_cidr = || format!("{item:?} is neither an IPv4 CIDR block such as 10.0.5.0/24 nor a security group ID");
+    let (address, length) = item.split_once('/').ok_or_else(not_cidr)?;
+    let address: Ipv4Addr = address.parse().map_err(|_| not_cidr())?;
+    let length: u32 = length.parse().ok().filter(|len| *len <= 32).ok_or_else(not_cidr)?;
+    let mask = u32::MAX.checked_shl(32 - length).unwrap_or(0);
+    if u32::from(address) & !mask != 0 {
+        let network = Ipv4Addr::from(u32::from(address) & mask);
+        return Err(format!("{item:?} has host bits set; did you mean {network}/{length}?"));
+    }
+    Ok(())
+}
+
+/// With PrivateLink enforcement on, the consumer's traffic must pass the inbound rules
+/// of the load balancer's groups; its own group admits only `LoadBalancerClients`.
+pub fn check_enforcement(enforce: bool, own_group: bool, clients: &BTreeSet<String>) -> Result<()> {
+    if enforce && own_group && clients.is_empty() {
+        return Err(Error::property(
+            "EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic and LoadBalancerClients",
+            "with enforcement on, PrivateLink traffic must pass the inbound rules of the load balancer's own security group, which admits only LoadBalancerClients; list the consumer's client sources there, or keep enforcement off (the endpoint service's allowed principals already decide who may connect)",
+        ));
+    }
+    if !own_group && !clients.is_empty() {
+        return Err(Error::property(
+            CLIENTS,
+            "applies to the load balancer's own security group only; with SecurityGroupIds given, allow the clients in those groups yourself",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +121,34 @@ mod tests {
                 .to_string()
                 .starts_with("EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic:")
         );
+    }
+
+    #[test]
+    fn clients_are_cidr_blocks_or_groups_and_enforcement_needs_them() {
+        let read = |v: Value| load_balancer_clients(&props(json!({CLIENTS: v})));
+        assert_eq!(read(json!(["10.0.5.0/24", "sg-0123456789abcdef0", "192.168.1.7/32"])).unwrap().len(), 3);
+        assert!(read(json!(null)).unwrap().is_empty());
+        for (bad, expected) in [
+            ("10.0.5.1/24", "did you mean 10.0.5.0/24?"),
+            ("10.0.5.0", "neither an IPv4 CIDR block"),
+            ("10.0.5.0/33", "neither"),
+            ("sg-XYZ", "not a sg-"),
+            ("fd00::/8", "neither"),
+        ] {
+            let err = read(json!([bad])).unwrap_err().to_string();
+            assert!(err.starts_with("LoadBalancerClients:") && err.contains(expected), "{bad}: {err}");
+        }
+        let none = BTreeSet::new();
+        let some = BTreeSet::from(["10.0.5.0/24".to_string()]);
+        let err = check_enforcement(true, true, &none).unwrap_err().to_string();
+        assert!(
+            err.starts_with("EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic and LoadBalancerClients:"),
+            "{err}"
+        );
+        assert!(check_enforcement(true, true, &some).is_ok());
+        assert!(check_enforcement(true, false, &none).is_ok(), "given groups carry the user's own rules");
+        assert!(check_enforcement(false, true, &none).is_ok());
+        assert!(check_enforcement(false, false, &some).unwrap_err().to_string().starts_with("LoadBalancerClients:"));
     }
 
     #[test]

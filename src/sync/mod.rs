@@ -198,18 +198,27 @@ impl Sync {
         futures::future::join_all(runs).await.into_iter().collect()
     }
 
-    /// The answered target groups that carry a database tag (of this stack, when the function knows it).
+    /// The answered target groups that carry a database tag (of this stack, when the
+    /// function knows it). The tag index only proposes them: their tags are read from
+    /// the target groups themselves, as the index can lag behind a change of `Database`.
     pub async fn followers(&self) -> Result<Vec<Follower>> {
         let filters = [(DATABASE_TAG, None), (STACK_ID_TAG, self.stack_id.as_deref())];
         let filters = if self.stack_id.is_some() { &filters[..] } else { &filters[..1] };
-        let tagged = chain::tagged(&self.aws.tagging, filters, &["elasticloadbalancing:targetgroup"])
+        let indexed = chain::tagged(&self.aws.tagging, filters, &["elasticloadbalancing:targetgroup"])
             .await
             .map_err(Error::aws("finding the chains that follow a database (tag:GetResources)"))?;
+        let arns = indexed.into_iter().map(|(arn, _)| arn).collect();
+        let tagged = chain::describe_elb_tags(&self.aws.elb, arns).await?;
         Ok(tagged
             .into_iter()
             .filter_map(|(arn, tags)| {
                 // A chain CloudFormation has not received yet belongs to the request still building it.
                 tags.get(ANSWERED_TAG)?;
+                if let Some(stack_id) = &self.stack_id
+                    && tags.get(STACK_ID_TAG) != Some(stack_id)
+                {
+                    return None;
+                }
                 Some(Follower { target_group_arn: arn, database: tags.get(DATABASE_TAG)?.clone() })
             })
             .collect())
@@ -249,10 +258,53 @@ impl Sync {
                 writer.instance.as_deref().unwrap_or("instance")
             )
         });
-        let wanted = BTreeSet::from([writer.address]);
-        let targets = target_group::Targets { ips: &wanted, port: group.port, in_vpc: &|ip| group.blocks.contains(ip) };
-        target_group::set_targets(elb, arn, &current, &targets, false).await?;
+        let writer = self.move_targets(&database, arn, &group, &current, writer).await?;
         Ok(Outcome { old, writer, problem: zone_problem })
+    }
+
+    /// Registers `writer`, asks again who the writer is, and deregisters the rest only
+    /// if it still is: two overlapping runs, one of which read RDS before a failover,
+    /// never undo each other. If it moved meanwhile, the run follows it (a few times at
+    /// most, then leaves the rest to the next run).
+    async fn move_targets(
+        &self,
+        database: &Database,
+        arn: &str,
+        group: &TargetGroupFacts,
+        current: &Registered,
+        mut writer: Writer,
+    ) -> Result<Writer> {
+        const ROUNDS: usize = 3;
+        let elb = &self.aws.elb;
+        // What is registered as far as this run knows: what it read, and what it registered since.
+        let mut current = current.clone();
+        for round in 1..=ROUNDS {
+            // The follower's role lets it move targets, and nothing else: never to an address
+            // outside the target group's VPC, which only someone's tags could have asked for.
+            if !group.blocks.contains(writer.address) {
+                return Err(Error::Unexpected {
+                    step: "moving the target",
+                    message: format!(
+                        "the writer's address {} is outside the target group's VPC ({}); the writer sync registers only addresses inside it (update the stack to register it)",
+                        writer.address,
+                        group.blocks.cidrs().join(", ")
+                    ),
+                });
+            }
+            let wanted = BTreeSet::from([writer.address]);
+            let targets = target_group::Targets { ips: &wanted, port: group.port, in_vpc: &|_| true };
+            target_group::register(elb, arn, &current, &targets).await?;
+            current.insert((writer.address.to_string(), i32::from(group.port)));
+            let (_, now) = self.databases.writer(database, Duration::ZERO).await?;
+            if now.address == writer.address {
+                target_group::deregister_others(elb, arn, &current, &targets).await?;
+                return Ok(writer);
+            }
+            warn!(registered = %writer.address, writer = %now.address, round, "the writer moved again while the target moved; following it");
+            writer = now;
+        }
+        warn!(writer = %writer.address, "the writer kept moving; the next run deregisters what is stale");
+        Ok(writer)
     }
 
     /// Port, VPC blocks and load balancer zones of a target group: read only when its target changes.

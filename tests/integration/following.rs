@@ -307,15 +307,19 @@ async fn a_sync_with_one_database_gone_still_follows_the_others() {
 }
 
 #[tokio::test]
-async fn the_binary_follows_the_writer_through_the_runtime_api_and_logs_one_line_per_chain() {
+async fn the_binary_serves_as_builder_and_follower_and_the_follower_logs_one_line_per_chain() {
     use crate::support::runtime::{Ended, Process, RuntimeApi};
     let h = Harness::new().await;
     let db = h.seed_database().await;
-    let runtime = RuntimeApi::start().await;
-    let process = Process::start(&runtime, h.binary_env(&h.moto.endpoint));
+    // One zip, two functions, each with its own Runtime API, as the template deploys them.
+    let (builder_api, follower_api) = (RuntimeApi::start().await, RuntimeApi::start().await);
+    let mut env = h.binary_env(&h.moto.endpoint);
+    env.push(("REVERSE_PRIVATELINK_STACK_ID".into(), h.stack_id.clone()));
+    let builder = Process::start(&builder_api, env.clone());
+    let follower = Process::start(&follower_api, env);
     let create = h.create_event(&h.following(&db.cluster));
     assert_eq!(
-        runtime.invoke(serde_json::to_vec(&create).unwrap(), Duration::from_secs(120)).await,
+        builder_api.invoke(serde_json::to_vec(&create).unwrap(), Duration::from_secs(120)).await,
         Ended::Response("null".into())
     );
     let answer = h.answer_to(&create);
@@ -325,7 +329,7 @@ async fn the_binary_follows_the_writer_through_the_runtime_api_and_logs_one_line
     failover(&h, &db).await;
     let event = h.rds_event("CLUSTER", &db.cluster, "RDS-EVENT-0071");
     assert_eq!(
-        runtime.invoke(serde_json::to_vec(&event).unwrap(), Duration::from_secs(120)).await,
+        follower_api.invoke(serde_json::to_vec(&event).unwrap(), Duration::from_secs(120)).await,
         Ended::Response("null".into())
     );
     assert_eq!(h.targets(&tg).await, set(&[db.reader.address]));
@@ -334,12 +338,13 @@ async fn the_binary_follows_the_writer_through_the_runtime_api_and_logs_one_line
     foreign["source"] = json!("aws.ec2");
     foreign["detail-type"] = json!("EC2 Instance State-change Notification");
     assert_eq!(
-        runtime.invoke(serde_json::to_vec(&foreign).unwrap(), Duration::from_secs(30)).await,
+        follower_api.invoke(serde_json::to_vec(&foreign).unwrap(), Duration::from_secs(30)).await,
         Ended::Response("null".into())
     );
     assert_eq!(h.cloudformation.recorded().len(), 1, "a sync never answers CloudFormation");
+    builder.stop().await;
 
-    let logs = process.stop().await;
+    let logs = follower.stop().await;
     let lines: Vec<Value> = logs
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())

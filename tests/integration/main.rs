@@ -7,6 +7,7 @@ mod connections;
 mod databases;
 mod following;
 mod lifecycle;
+mod privileges;
 mod protocol;
 mod reliability;
 mod simulator;

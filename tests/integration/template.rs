@@ -1,24 +1,41 @@
-//! What the template promises about events: one older than the custom
-//! resource's ServiceTimeout is dropped (it can wait in Lambda's queue for up to
-//! 6 hours by default, long after the stack stopped waiting), and retries are bounded.
+//! What the template promises: events older than the custom resource's
+//! ServiceTimeout are dropped (one can wait in Lambda's queue for up to 6 hours by
+//! default, long after the stack stopped waiting) and retries are bounded; the RDS
+//! event rule matches every failover however the database was named; and no role
+//! may change security groups, load balancers or endpoint services it was not
+//! bounded to.
 
-fn number_after(template: &str, key: &str) -> u64 {
-    let line = template
-        .lines()
-        .find(|line| line.trim_start().starts_with(&format!("{key}:")))
-        .unwrap_or_else(|| panic!("{key} not in template.yaml"));
-    line.split(':').nth(1).unwrap().trim().parse().unwrap_or_else(|_| panic!("{line}"))
+use serde_norway::Value as Yaml;
+
+fn number(value: &Yaml) -> u64 {
+    match value {
+        Yaml::Number(n) => n.as_u64().unwrap(),
+        Yaml::String(s) => s.parse().unwrap(),
+        other => panic!("not a number: {other:?}"),
+    }
 }
 
 #[test]
 fn stale_events_are_dropped_and_retries_bounded() {
-    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/template.yaml")).unwrap();
-    assert!(template.contains("Type: AWS::Lambda::EventInvokeConfig"));
-    let service_timeout = number_after(&template, "ServiceTimeout");
-    assert_eq!(number_after(&template, "MaximumEventAgeInSeconds"), service_timeout);
-    assert!(number_after(&template, "MaximumRetryAttempts") <= 2);
+    let template = template();
+    let resources = &template["Resources"];
+    let builder = &resources["FunctionEventInvokeConfig"]["Properties"];
+    let service_timeout = number(&resources["ReversePrivateLink"]["Properties"]["ServiceTimeout"]);
+    assert_eq!(number(&builder["MaximumEventAgeInSeconds"]), service_timeout);
+    assert!(number(&builder["MaximumRetryAttempts"]) <= 2);
     // The function's own deadline is within it too.
-    assert!(number_after(&template, "Timeout") < service_timeout);
+    assert!(number(&resources["Function"]["Properties"]["Timeout"]) < service_timeout);
+    // Every custom resource's first request already runs under that config.
+    for (name, resource) in resources.as_mapping().unwrap() {
+        if resource["Type"].as_str().unwrap().starts_with("Custom::") {
+            let depends = serde_norway::to_string(&resource["DependsOn"]).unwrap();
+            assert!(depends.contains("FunctionEventInvokeConfig"), "{name:?} does not wait for it: {depends}");
+        }
+    }
+    // The follower's runs are checks the next scheduled run repeats: never retried, never stale.
+    let follower = &resources["FollowerEventInvokeConfig"]["Properties"];
+    assert_eq!(number(&follower["MaximumRetryAttempts"]), 0);
+    assert!(number(&follower["MaximumEventAgeInSeconds"]) <= 300);
 }
 
 /// The template as data: CloudFormation's short forms (`!Ref`, `!Sub`, …) stay tagged values.
@@ -79,5 +96,137 @@ fn the_rds_event_rule_matches_failovers_however_the_database_was_named() {
         ("RDS DB Snapshot Event", "RDS-EVENT-0071"),
     ] {
         assert!(!matches(pattern, &rds_event(detail_type, "orders", event_id)), "{detail_type} {event_id}");
+    }
+}
+
+/// Every statement of every policy in the template: role policies and `AWS::IAM::RolePolicy`.
+fn statements(template: &Yaml) -> Vec<(String, Yaml)> {
+    let mut found = Vec::new();
+    for (name, resource) in template["Resources"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        let documents: Vec<&Yaml> = match resource["Type"].as_str().unwrap() {
+            "AWS::IAM::Role" => resource["Properties"]["Policies"]
+                .as_sequence()
+                .map(|policies| policies.iter().map(|p| &p["PolicyDocument"]).collect())
+                .unwrap_or_default(),
+            "AWS::IAM::RolePolicy" => vec![&resource["Properties"]["PolicyDocument"]],
+            _ => continue,
+        };
+        for statement in documents.into_iter().flat_map(|d| d["Statement"].as_sequence().unwrap()) {
+            found.push((format!("{name}/{}", statement["Sid"].as_str().unwrap_or("?")), statement.clone()));
+        }
+    }
+    found
+}
+
+fn strings(value: &Yaml) -> Vec<String> {
+    match value {
+        Yaml::Sequence(items) => items.iter().flat_map(strings).collect(),
+        Yaml::String(text) => vec![text.clone()],
+        // `!Sub arn:…`: the string it substitutes; `!Split`/`!GetAtt`: values known once deployed.
+        Yaml::Tagged(tagged) if tagged.tag == "!Sub" => strings(&tagged.value),
+        Yaml::Tagged(_) => vec!["(deployed)".to_string()],
+        other => panic!("unexpected policy value {other:?}"),
+    }
+}
+
+/// Changes security groups (and their rules), load balancers and their parts, or endpoint
+/// services and their connections, or the tags that mark what is whose.
+fn mutates_the_chain(action: &str) -> bool {
+    let (service, name) = action.split_once(':').unwrap();
+    let read = name.starts_with("Describe") || name.starts_with("Get") || name.starts_with("List");
+    match service {
+        "elasticloadbalancing" => !read,
+        "ec2" => {
+            !read
+                && (name.contains("SecurityGroup")
+                    || name.contains("VpcEndpointService")
+                    || name.contains("VpcEndpointConnection")
+                    || name.ends_with("Tags"))
+        }
+        _ => false,
+    }
+}
+
+/// Statements that allow a chain mutation on a wildcard resource with nothing bounding it
+/// (a region condition bounds nothing).
+fn unbounded(template: &Yaml) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (where_, statement) in statements(template) {
+        if statement["Effect"].as_str() != Some("Allow") {
+            continue;
+        }
+        let actions: Vec<String> = strings(&statement["Action"]).into_iter().filter(|a| mutates_the_chain(a)).collect();
+        let wildcard = strings(&statement["Resource"]).iter().any(|resource| resource.contains('*'));
+        let keys = statement["Condition"].as_mapping().into_iter().flat_map(|operators| operators.values());
+        let keys: Vec<&str> =
+            keys.flat_map(|keys| keys.as_mapping().unwrap().keys()).filter_map(Yaml::as_str).collect();
+        let bounding = keys.iter().any(|key| *key != "aws:RequestedRegion");
+        if !actions.is_empty() && wildcard && !bounding {
+            problems.push(format!("{where_}: {actions:?}"));
+        }
+    }
+    problems
+}
+
+#[test]
+fn no_role_may_change_the_chain_on_a_wildcard_resource_without_a_condition() {
+    assert_eq!(unbounded(&template()), Vec::<String>::new());
+    // The statement this replaced would be caught.
+    let before: Yaml = serde_norway::from_str(
+        r#"
+Resources:
+  FunctionRole:
+    Type: AWS::IAM::Role
+    Properties:
+      Policies:
+        - PolicyDocument:
+            Statement:
+              - Sid: ChangeInboundRulesOfDatabaseGroups
+                Effect: Allow
+                Action: [ec2:AuthorizeSecurityGroupIngress, ec2:RevokeSecurityGroupIngress]
+                Resource: !Sub arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:security-group/*
+              - Sid: Regional
+                Effect: Allow
+                Action: elasticloadbalancing:RegisterTargets
+                Resource: "*"
+                Condition:
+                  StringEquals: {aws:RequestedRegion: us-east-1}
+"#,
+    )
+    .unwrap();
+    assert_eq!(unbounded(&before).len(), 2, "{:?}", unbounded(&before));
+}
+
+#[test]
+fn the_follower_may_read_and_move_this_stacks_targets_only() {
+    let template = template();
+    let follower: Vec<(String, Yaml)> =
+        statements(&template).into_iter().filter(|(where_, _)| where_.starts_with("FollowerRole/")).collect();
+    assert!(!follower.is_empty());
+    for (where_, statement) in follower {
+        for action in strings(&statement["Action"]) {
+            let name = action.split_once(':').unwrap().1;
+            let reads = ["Describe", "Get", "List"].iter().any(|prefix| name.starts_with(prefix));
+            let logs = action.starts_with("logs:");
+            let moves = matches!(
+                action.as_str(),
+                "elasticloadbalancing:RegisterTargets" | "elasticloadbalancing:DeregisterTargets"
+            );
+            assert!(reads || logs || moves, "{where_} allows {action}");
+            if moves {
+                let condition = serde_norway::to_string(&statement["Condition"]).unwrap();
+                assert!(condition.contains("aws:ResourceTag/reverse-privatelink:stack-id"), "{where_}: {condition}");
+            }
+        }
+    }
+    // And it is what the schedule and the RDS event rule invoke; CloudFormation invokes the builder.
+    for rule in ["FollowWriterSchedule", "FollowWriterEvents"] {
+        let target = serde_norway::to_string(&template["Resources"][rule]["Properties"]["Targets"]).unwrap();
+        assert!(target.contains("Follower.Arn"), "{rule}: {target}");
+    }
+    for resource in ["ReversePrivateLink", "DatabaseSecurityGroups"] {
+        let token = serde_norway::to_string(&template["Resources"][resource]["Properties"]["ServiceToken"]).unwrap();
+        assert!(token.contains("Function.Arn"), "{resource}: {token}");
     }
 }

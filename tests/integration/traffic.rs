@@ -19,7 +19,7 @@ fn without(props: &Value, key: &str) -> Value {
     props
 }
 
-fn tcp(egress: bool, port: u16, cidr: Option<&str>, source: Option<&str>, owned: bool) -> RuleView {
+pub fn tcp(egress: bool, port: u16, cidr: Option<&str>, source: Option<&str>, owned: bool) -> RuleView {
     RuleView {
         egress,
         protocol: "tcp".into(),
@@ -53,8 +53,8 @@ async fn without_security_groups_the_chain_gets_its_own_and_deletes_it_after_the
     assert_eq!(created["Data"]["SecurityGroupIds"], own.as_str());
     assert_eq!(
         h.rules(&own).await,
-        [tcp(false, 3306, Some("10.0.0.0/16"), None, true), tcp(true, 3306, Some("10.0.0.0/16"), None, true)].into(),
-        "inbound from the VPC and outbound to it on the port, nothing else"
+        [tcp(true, 3306, Some("10.0.0.0/16"), None, true)].into(),
+        "nothing inbound; outbound on the port to the VPC, where the fixed address is, nothing else"
     );
     let groups = h.ec2.describe_security_groups().group_ids(&own).send().await.unwrap().security_groups.unwrap();
     let tags: Vec<(String, String)> =

@@ -36,10 +36,11 @@ pub struct Aws {
 
 impl Aws {
     pub fn new(config: &SdkConfig) -> Self {
-        // Whether CloudFormation still waits is advice, not work: a question it cannot
-        // answer quickly is not worth a minute of retries on every request.
+        // Throttling and server errors are retried with the SDK's standard backoff, but
+        // for a bounded time: an answer that cannot be had is "could not ask" (nothing is
+        // concluded from it), and waiting a minute for it on every question is not worth it.
         let cloudformation = aws_sdk_cloudformation::config::Builder::from(config)
-            .retry_config(RetryConfig::standard().with_max_attempts(2))
+            .retry_config(RetryConfig::standard().with_max_attempts(3))
             .timeout_config(TimeoutConfig::builder().operation_timeout(Duration::from_secs(10)).build())
             .build();
         Aws {

@@ -85,6 +85,8 @@ pub struct Progress {
     /// What the work made or took over, by kind: a failed request removes exactly these.
     made: Arc<Mutex<Vec<(&'static str, String)>>>,
     checkpoint: Option<Arc<dyn Checkpoint>>,
+    /// Asked before each write: whether the work may still change anything.
+    gate: Option<Arc<dyn Checkpoint>>,
 }
 
 impl std::fmt::Debug for Progress {
@@ -103,6 +105,19 @@ impl Progress {
     /// Progress whose long waits first ask `checkpoint`.
     pub fn with_checkpoint(checkpoint: Arc<dyn Checkpoint>) -> Self {
         Progress { checkpoint: Some(checkpoint), ..Progress::default() }
+    }
+
+    /// This progress, asking `gate` before each write.
+    pub fn with_gate(self, gate: Arc<dyn Checkpoint>) -> Self {
+        Progress { gate: Some(gate), ..self }
+    }
+
+    /// Passes when the work may still write (always, without a gate).
+    pub async fn gate(&self) -> Result<()> {
+        match &self.gate {
+            Some(gate) => gate.check().await,
+            None => Ok(()),
+        }
     }
 
     /// Passes when the requester still waits (or nobody can tell).

@@ -29,6 +29,10 @@ pub enum Error {
     #[error("CloudFormation no longer waits for this request ({0}); what it built was removed")]
     Abandoned(String),
 
+    /// An Update stopped changing anything: its stack is rolling it back.
+    #[error("{0}; stopped before changing anything more (the rollback puts the rest back)")]
+    Stopped(String),
+
     /// The Lambda deadline came before the work finished.
     #[error("timed out {0} (the Lambda function's deadline was near)")]
     Timeout(String),

@@ -15,7 +15,7 @@ use super::{
     Built, Chain, Desired, EndpointService, Group, LoadBalancer, MAX_STATE_WAIT, Progress, TargetHealth,
     endpoint_service, health, ingress, listener, load_balancer, security_group, tags, target_group,
 };
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 impl Chain<'_> {
     /// Creates what is missing from `existing` and changes what differs from
@@ -64,6 +64,12 @@ impl Chain<'_> {
         progress: &Progress,
         health_until: Instant,
     ) -> Result<Built> {
+        if want.resolved.keep_targets {
+            return Err(Error::property(
+                "Database",
+                "the database's writer cannot be resolved right now (a failover settling), and a new chain needs its address; try again once the failover has finished",
+            ));
+        }
         let (elb, ec2) = (&self.aws.elb, &self.aws.ec2);
         let tags = tags::Tags::new(&self.owner, &want.generation, &want.spec.tags, &want.dropped_tag_keys);
         let target_group_tags = tags.for_target_group(want.resolved.follows.as_deref());
@@ -111,7 +117,7 @@ impl Chain<'_> {
         };
         let target_side = async {
             tokio::try_join!(
-                target_group::ensure_failover_attributes(elb, &tg_arn, fresh_tg, want),
+                target_group::ensure_failover_attributes(elb, &tg_arn, fresh_tg, want, progress),
                 target_group::ensure_targets(elb, &tg_arn, fresh_tg, want, progress),
                 self.database_ingress(want, &existing, &groups, &tags, progress),
             )
@@ -168,7 +174,7 @@ impl Chain<'_> {
         let target_side = async {
             let ((), (), changed) = tokio::try_join!(
                 async { target_group::ensure(elb, Some(tg), want, &target_group_tags, progress).await.map(|_| ()) },
-                target_group::ensure_failover_attributes(elb, &tg.arn, false, want),
+                target_group::ensure_failover_attributes(elb, &tg.arn, false, want, progress),
                 target_group::converge_targets(elb, &tg.arn, want, progress),
             )?;
             // The read made to decide the change, or, if targets changed, a read after it.
@@ -215,6 +221,7 @@ impl Chain<'_> {
             return Ok(());
         }
         for group in &existing.security_groups {
+            progress.gate().await?;
             security_group::delete(&self.aws.ec2, &group.id, progress).await?;
         }
         Ok(())
@@ -254,7 +261,11 @@ fn built(
         target_group_arn,
         listener_arn,
         zones: want.resolved.network.zones(),
-        target_ips: want.resolved.target_ips.iter().copied().collect(),
+        // Kept while the writer settles: what is registered now.
+        target_ips: match want.resolved.keep_targets {
+            true => target_health.iter().filter_map(|t| t.id.parse().ok()).collect(),
+            false => want.resolved.target_ips.iter().copied().collect(),
+        },
         enforce_inbound_on_private_link: !groups.is_empty() && want.spec.enforce_inbound_on_private_link,
         security_groups: groups.into_iter().collect(),
         supported_regions: service.supported_regions.into_iter().collect(),

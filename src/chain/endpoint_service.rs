@@ -180,6 +180,7 @@ pub async fn ensure(
         || !remove_regions.is_empty();
     if changes {
         let _step = progress.step("changing the endpoint service");
+        progress.gate().await?;
         ec2.modify_vpc_endpoint_service_configuration()
             .service_id(&service.id)
             .acceptance_required(acceptance_required)
@@ -207,10 +208,12 @@ async fn sync_tags(
     let (set, remove) = tags.difference(&service.tags);
     if !set.is_empty() {
         let _step = progress.step("tagging the endpoint service");
+        progress.gate().await?;
         tag(ec2, &service.id, &set, false).await?;
     }
     if !remove.is_empty() {
         let _step = progress.step("removing dropped tags from the endpoint service");
+        progress.gate().await?;
         let remove = remove.into_iter().map(|k| Tag::builder().key(k).build()).collect();
         ec2.delete_tags()
             .resources(&service.id)
@@ -252,6 +255,7 @@ pub async fn ensure_principals(
     if add.is_empty() && remove.is_empty() {
         return Ok(());
     }
+    progress.gate().await?;
     poll::settled(fresh, SERVICE_NOT_FOUND, || {
         ec2.modify_vpc_endpoint_service_permissions()
             .service_id(service_id)

@@ -81,6 +81,7 @@ pub async fn ensure(
             keep.insert(rule.id.as_str());
             continue;
         }
+        progress.gate().await?;
         let added = poll::settled(true, poll::NOT_AUTHORIZED_YET, || {
             ec2.authorize_security_group_ingress()
                 .group_id(*db)
@@ -129,6 +130,7 @@ pub async fn remove(ec2: &aws_sdk_ec2::Client, owned: &[IngressRule], progress: 
         return Ok(());
     }
     let _step = progress.step("removing the load balancer from the database's security groups");
+    progress.gate().await?;
     let mut by_group: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for rule in owned {
         by_group.entry(&rule.group_id).or_default().push(rule.id.clone());

@@ -49,6 +49,7 @@ pub async fn ensure(
         Known::Tags(tags) => (list(elb, lb_arn).await?.into_iter().find(|l| l.port == Some(i32::from(port))), tags),
     };
     let Some(listener) = existing else {
+        progress.gate().await?;
         let created = elb
             .create_listener()
             .load_balancer_arn(lb_arn)
@@ -68,6 +69,7 @@ pub async fn ensure(
         if forwards_to(&listener, tg_arn) && listener.protocol == Some(ProtocolEnum::Tcp) {
             return Ok(());
         }
+        progress.gate().await?;
         elb.modify_listener()
             .listener_arn(&arn)
             .protocol(ProtocolEnum::Tcp)

@@ -155,6 +155,7 @@ pub async fn ensure(
     };
     if lb.subnets != want.resolved.subnet_ids {
         let _step = progress.step("adding subnets to the load balancer");
+        progress.gate().await?;
         elb.set_subnets()
             .load_balancer_arn(&lb.arn)
             .set_subnets(Some(want.resolved.subnet_ids.iter().cloned().collect()))
@@ -197,6 +198,7 @@ async fn set_security_groups(
     progress: &Progress,
 ) -> Result<()> {
     let _step = progress.step("setting the load balancer's security groups");
+    progress.gate().await?;
     let enforce = if enforce { Enforce::On } else { Enforce::Off };
     poll::settled(fresh, LOAD_BALANCER_NOT_FOUND, || {
         elb.set_security_groups()
@@ -286,6 +288,7 @@ pub async fn ensure_cross_zone(
     if current.as_deref() == Some(&enabled.to_string()) {
         return Ok(());
     }
+    progress.gate().await?;
     poll::settled(fresh, LOAD_BALANCER_NOT_FOUND, || {
         elb.modify_load_balancer_attributes()
             .load_balancer_arn(arn)
@@ -366,6 +369,7 @@ mod tests {
             target_ips: BTreeSet::new(),
             follows: None,
             database_security_groups: BTreeSet::new(),
+            keep_targets: false,
         };
         let want =
             Desired { spec: &spec, resolved: &resolved, generation: "g".into(), dropped_tag_keys: BTreeSet::new() };

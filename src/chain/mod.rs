@@ -75,6 +75,9 @@ pub struct Resolved {
     pub follows: Option<String>,
     /// The database's VPC security groups, when RDS names them.
     pub database_security_groups: BTreeSet<String>,
+    /// The writer could not be resolved (a failover settling): the chain keeps the
+    /// targets it has, and `target_ips` is empty; the follower moves them once it settles.
+    pub keep_targets: bool,
 }
 
 /// Everything one chain needs, checked against the account.

@@ -111,9 +111,13 @@ pub async fn ensure(
     let current = rules::describe(ec2, vec![rules::filter("group-id", [group.id.as_str()])]).await?;
     let ids: BTreeMap<Wanted, String> = current.iter().map(|rule| (Wanted::of(rule), rule.id.clone())).collect();
     let current: BTreeSet<Wanted> = ids.keys().cloned().collect();
-    apply(ec2, &group.id, &wanted, &current, &ids, tags, false).await?;
+    if current != wanted {
+        progress.gate().await?;
+        apply(ec2, &group.id, &wanted, &current, &ids, tags, false).await?;
+    }
     let (set, _) = tags.difference(&group.tags);
     if !set.is_empty() {
+        progress.gate().await?;
         tag(ec2, &group.id, &set).await?;
     }
     Ok(group.id.clone())

@@ -142,10 +142,12 @@ pub async fn sync_elb(
     let (set, remove) = tags.difference(current);
     if !set.is_empty() {
         let _step = progress.step("tagging the load balancer resources");
+        progress.gate().await?;
         tag_elb(elb, vec![arn.to_string()], &set, false).await?;
     }
     if !remove.is_empty() {
         let _step = progress.step("removing dropped tags");
+        progress.gate().await?;
         elb.remove_tags()
             .resource_arns(arn)
             .set_tag_keys(Some(remove))

@@ -125,7 +125,10 @@ pub async fn ensure(
     progress: &Progress,
 ) -> Result<(String, bool)> {
     if let Some(tg) = existing {
-        tokio::try_join!(tags::sync_elb(elb, &tg.arn, &tg.tags, tags, progress), ensure_health_check(elb, tg))?;
+        tokio::try_join!(
+            tags::sync_elb(elb, &tg.arn, &tg.tags, tags, progress),
+            ensure_health_check(elb, tg, progress)
+        )?;
         return Ok((tg.arn.clone(), false));
     }
     let _step = progress.step("creating the target group");
@@ -167,9 +170,10 @@ pub async fn ensure(
 }
 
 /// Brings a target group made before this release (AWS's defaults) to [`HEALTH_CHECK`].
-async fn ensure_health_check(elb: &elbv2::Client, tg: &TargetGroup) -> Result<()> {
+async fn ensure_health_check(elb: &elbv2::Client, tg: &TargetGroup, progress: &Progress) -> Result<()> {
     match tg.health_check {
         Some(current) if current != HEALTH_CHECK => {
+            progress.gate().await?;
             elb.modify_target_group()
                 .target_group_arn(&tg.arn)
                 .health_check_interval_seconds(HEALTH_CHECK.interval)
@@ -197,7 +201,13 @@ async fn adopt(elb: &elbv2::Client, name: &str, tags: &Tags) -> Result<Option<Ta
 /// Sets the failover attributes on a chain that follows a database; one with
 /// fixed addresses keeps AWS's defaults (the user moves its target, by Update).
 /// A target group created just now has AWS's defaults, so it is not read first.
-pub async fn ensure_failover_attributes(elb: &elbv2::Client, arn: &str, fresh: bool, want: &Desired<'_>) -> Result<()> {
+pub async fn ensure_failover_attributes(
+    elb: &elbv2::Client,
+    arn: &str,
+    fresh: bool,
+    want: &Desired<'_>,
+    progress: &Progress,
+) -> Result<()> {
     if want.resolved.follows.is_none() {
         return Ok(());
     }
@@ -216,6 +226,7 @@ pub async fn ensure_failover_attributes(elb: &elbv2::Client, arn: &str, fresh: b
         if ATTRIBUTES.iter().all(|(key, value)| set(key, value)) {
             return Ok(());
         }
+        progress.gate().await?;
     }
     poll::settled(fresh, TARGET_GROUP_NOT_FOUND, || {
         elb.modify_target_group_attributes()
@@ -266,10 +277,17 @@ pub async fn converge_targets(
 ) -> Result<Option<Vec<super::TargetHealth>>> {
     let _step = progress.step("registering the database writer as the target");
     let read = super::health::read(elb, arn, false).await?;
+    if want.resolved.keep_targets {
+        return Ok(Some(read));
+    }
     let current: Registered = read.iter().filter(|t| t.state != "draining").map(|t| (t.id.clone(), t.port)).collect();
     let network = &want.resolved.network;
     let wanted =
         Targets { ips: &want.resolved.target_ips, port: want.resolved.port, in_vpc: &|ip| network.contains(ip) };
+    let port = i32::from(want.resolved.port);
+    if current != want.resolved.target_ips.iter().map(|ip| (ip.to_string(), port)).collect() {
+        progress.gate().await?;
+    }
     let change = set_targets(elb, arn, &current, &wanted, false).await?;
     Ok((change.registered.is_empty() && change.deregistered.is_empty()).then_some(read))
 }

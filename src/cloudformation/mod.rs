@@ -20,7 +20,7 @@ pub use aws_lambda_events::cloudformation::{CreateRequest, DeleteRequest, Update
 pub use delivery::{DeliveryError, ResponseSender};
 pub use event::{Request, redact};
 pub use response::{MAX_BODY_BYTES, Success};
-pub use status::{ResourceStatus, StatusReader};
+pub use status::{ResourceStatus, StackStatus, StatusReader};
 
 pub use crate::deadline::Deadline;
 use crate::deadline::panic_message;

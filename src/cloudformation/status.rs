@@ -10,9 +10,12 @@ use tracing::{info, warn};
 /// The resource as CloudFormation sees it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ResourceStatus {
-    /// CloudFormation knows no such stack (an emulator, a local run) or could not
-    /// be asked: nobody can cancel the request, so it proceeds.
-    Unknown(String),
+    /// CloudFormation answered that no such stack exists (an emulator, a local run):
+    /// nobody can cancel the request, so it proceeds.
+    NoStack(String),
+    /// CloudFormation could not be asked (throttled after the SDK's retries, failing,
+    /// denied). It may well hold the chain: nothing may be concluded from it.
+    Unreachable(String),
     /// `CREATE_IN_PROGRESS` or `UPDATE_IN_PROGRESS`: the request is still awaited.
     InProgress { physical_id: Option<String> },
     /// Anything else, e.g. `CREATE_FAILED` (cancelled), `DELETE_IN_PROGRESS`, `CREATE_COMPLETE`.
@@ -25,9 +28,10 @@ impl ResourceStatus {
         matches!(self, ResourceStatus::Settled { .. })
     }
 
+    /// The physical ID CloudFormation holds, when it answered with one.
     pub fn physical_id(&self) -> Option<&str> {
         match self {
-            ResourceStatus::Unknown(_) => None,
+            ResourceStatus::NoStack(_) | ResourceStatus::Unreachable(_) => None,
             ResourceStatus::InProgress { physical_id } | ResourceStatus::Settled { physical_id, .. } => {
                 physical_id.as_deref()
             }
@@ -38,11 +42,54 @@ impl ResourceStatus {
 impl std::fmt::Display for ResourceStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ResourceStatus::Unknown(why) => write!(f, "unknown ({why})"),
+            ResourceStatus::NoStack(why) => write!(f, "no such stack ({why})"),
+            ResourceStatus::Unreachable(why) => write!(f, "CloudFormation could not be asked ({why})"),
             ResourceStatus::InProgress { .. } => f.write_str("in progress"),
             ResourceStatus::Settled { status, reason: Some(reason), .. } => write!(f, "{status}: {reason}"),
             ResourceStatus::Settled { status, reason: None, .. } => f.write_str(status),
         }
+    }
+}
+
+/// The stack's own status (`DescribeStacks`): it tells a rollback
+/// (`UPDATE_ROLLBACK_IN_PROGRESS`) from the update it undoes, which both show the
+/// resource `UPDATE_IN_PROGRESS` (aws-cdk#31541).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StackStatus {
+    NoStack(String),
+    Unreachable(String),
+    Known(String),
+}
+
+impl StackStatus {
+    /// Known to be rolling back (any `…ROLLBACK…` status).
+    pub fn rolling_back(&self) -> bool {
+        matches!(self, StackStatus::Known(status) if status.contains("ROLLBACK"))
+    }
+}
+
+/// How a failed question is read: only CloudFormation's own "does not exist" means
+/// there is no stack to ask about.
+enum Failure {
+    NoStack(String),
+    Unreachable(String),
+}
+
+fn failure<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    err: &aws_sdk_cloudformation::error::SdkError<E, R>,
+) -> Failure {
+    let why = match (err.code(), err.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => aws_sdk_cloudformation::error::DisplayErrorContext(err).to_string(),
+    };
+    // "Stack with id … does not exist" (ValidationError): the documented answer for an unknown stack.
+    if err.code() == Some("ValidationError") && why.contains("does not exist") {
+        info!(%why, "CloudFormation does not know the stack; proceeding");
+        Failure::NoStack(why)
+    } else {
+        warn!(%why, "could not ask CloudFormation; concluding nothing from it");
+        Failure::Unreachable(why)
     }
 }
 
@@ -68,21 +115,14 @@ impl StatusReader {
         let detail = match answer {
             Ok(answer) => answer.stack_resource_detail,
             Err(err) => {
-                let why = match (err.code(), err.message()) {
-                    (Some(code), Some(message)) => format!("{code}: {message}"),
-                    (Some(code), None) => code.to_string(),
-                    _ => aws_sdk_cloudformation::error::DisplayErrorContext(&err).to_string(),
+                return match failure(&err) {
+                    Failure::NoStack(why) => ResourceStatus::NoStack(why),
+                    Failure::Unreachable(why) => ResourceStatus::Unreachable(why),
                 };
-                if why.contains("does not exist") {
-                    info!(%why, "CloudFormation does not know the stack; proceeding");
-                } else {
-                    warn!(%why, "could not ask CloudFormation whether it still waits; proceeding");
-                }
-                return ResourceStatus::Unknown(why);
             }
         };
         let Some(detail) = detail else {
-            return ResourceStatus::Unknown("DescribeStackResource returned no resource".into());
+            return ResourceStatus::Unreachable("DescribeStackResource returned no resource".into());
         };
         let status = detail.resource_status.map(|s| s.as_str().to_string()).unwrap_or_default();
         let physical_id = detail.physical_resource_id.filter(|id| !id.is_empty());
@@ -90,5 +130,42 @@ impl StatusReader {
             "CREATE_IN_PROGRESS" | "UPDATE_IN_PROGRESS" => ResourceStatus::InProgress { physical_id },
             _ => ResourceStatus::Settled { status, reason: detail.resource_status_reason, physical_id },
         }
+    }
+
+    pub async fn stack(&self, stack_id: &str) -> StackStatus {
+        match self.cloudformation.describe_stacks().stack_name(stack_id).send().await {
+            Ok(answer) => {
+                let stack = answer.stacks.unwrap_or_default().into_iter().next();
+                match stack.and_then(|s| s.stack_status) {
+                    Some(status) => StackStatus::Known(status.as_str().to_string()),
+                    None => StackStatus::Unreachable("DescribeStacks returned no stack status".into()),
+                }
+            }
+            Err(err) => match failure(&err) {
+                Failure::NoStack(why) => StackStatus::NoStack(why),
+                Failure::Unreachable(why) => StackStatus::Unreachable(why),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_rollback_statuses_roll_back() {
+        for status in
+            ["UPDATE_ROLLBACK_IN_PROGRESS", "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS", "ROLLBACK_IN_PROGRESS"]
+        {
+            assert!(StackStatus::Known(status.into()).rolling_back(), "{status}");
+        }
+        for status in [
+            StackStatus::Known("UPDATE_IN_PROGRESS".into()),
+            StackStatus::Known("UPDATE_COMPLETE_CLEANUP_IN_PROGRESS".into()),
+        ] {
+            assert!(!status.rolling_back(), "{status:?}");
+        }
+        assert!(!StackStatus::Unreachable("x".into()).rolling_back());
     }
 }

@@ -86,10 +86,37 @@ impl Databases {
     pub async fn settle(
         &self,
         database: &Database,
-        mut described: Described,
+        described: Described,
         patience: Duration,
         moved_from: &BTreeSet<Ipv4Addr>,
     ) -> Result<(Described, Writer)> {
+        let (described, writer) = self.settled(database, described, patience, moved_from).await?;
+        let writer = writer.map_err(|why| {
+            Error::property(
+                "Database",
+                format!("{why}; still so after {}s, try again once the failover has finished", patience.as_secs()),
+            )
+        })?;
+        Ok((described, writer))
+    }
+
+    /// The writer of `database`, or why a failover has still not settled after `patience`.
+    pub async fn writer_or_settling(
+        &self,
+        database: &Database,
+        patience: Duration,
+    ) -> Result<(Described, std::result::Result<Writer, String>)> {
+        let described = self.describe(database).await?;
+        self.settled(database, described, patience, &BTreeSet::new()).await
+    }
+
+    async fn settled(
+        &self,
+        database: &Database,
+        mut described: Described,
+        patience: Duration,
+        moved_from: &BTreeSet<Ipv4Addr>,
+    ) -> Result<(Described, std::result::Result<Writer, String>)> {
         let give_up = Instant::now() + patience;
         loop {
             let time_left = Instant::now() + SETTLE_POLL <= give_up;
@@ -97,17 +124,9 @@ impl Databases {
                 Ok(writer) if moved_from.contains(&writer.address) && time_left => {
                     info!(database = database.as_given(), address = %writer.address, "waiting for DNS to give the writer its new address");
                 }
-                Ok(writer) => return Ok((described, writer)),
+                Ok(writer) => return Ok((described, Ok(writer))),
                 Err(Unresolved::Invalid(why)) => return Err(Error::property("Database", why)),
-                Err(Unresolved::Settling(why)) if !time_left => {
-                    return Err(Error::property(
-                        "Database",
-                        format!(
-                            "{why}; still so after {}s, try again once the failover has finished",
-                            patience.as_secs()
-                        ),
-                    ));
-                }
+                Err(Unresolved::Settling(why)) if !time_left => return Ok((described, Err(why))),
                 Err(Unresolved::Settling(why)) => {
                     info!(database = database.as_given(), reason = %why, "waiting for the writer to settle");
                 }

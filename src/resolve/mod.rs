@@ -7,7 +7,7 @@ mod zones;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::aws::Aws;
 use crate::chain::network::{self, Network, VpcBlocks};
@@ -19,8 +19,20 @@ pub use zones::ZoneChecks;
 use zones::{DerivedSubnets, Needs};
 
 /// How long a CloudFormation request that names a new database waits for a
-/// failover to settle before it fails.
+/// failover to settle.
 pub const SETTLE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// What a request does while the database's writer cannot be resolved (a failover
+/// settling: no writer named yet, or DNS behind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhileSettling {
+    /// Waits up to this long, then fails: a Create, or an Update that names a new database.
+    Fail(Duration),
+    /// Waits up to this long, then keeps the targets the chain has and changes the rest:
+    /// an Update that leaves the database alone (no wait), or a rollback, which must never
+    /// fail for what it can defer to the follower.
+    Keep(Duration),
+}
 
 /// The chain's inputs and, for a chain that follows a database, its writer now.
 #[derive(Debug, Clone)]
@@ -49,14 +61,14 @@ impl Resolution {
     }
 }
 
-/// Resolves `spec`. `patience` bounds the wait for a failover to settle (zero:
-/// fail at once). `checks` decides whether a zone of the database the load
-/// balancer would not serve fails the request or is only logged.
+/// Resolves `spec`. `settling` says how long to wait for a failover to settle and
+/// what to do if it has not. `checks` decides whether a zone of the database the
+/// load balancer would not serve fails the request or is only logged.
 pub async fn resolve(
     aws: &Aws,
     databases: &Databases,
     spec: &Spec,
-    patience: Duration,
+    settling: WhileSettling,
     checks: ZoneChecks,
     progress: &Progress,
 ) -> Result<Resolution> {
@@ -75,6 +87,7 @@ pub async fn resolve(
                 target_ips: ips.clone(),
                 follows: None,
                 database_security_groups: BTreeSet::new(),
+                keep_targets: false,
             };
             return Ok(Resolution { resolved, writer: None, derived: None });
         }
@@ -90,7 +103,26 @@ pub async fn resolve(
             Ok(None)
         }
     };
-    let ((described, writer), given_network) = tokio::try_join!(databases.writer(database, patience), given_network)?;
+    let patience = match settling {
+        WhileSettling::Fail(patience) | WhileSettling::Keep(patience) => patience,
+    };
+    let ((described, writer), given_network) =
+        tokio::try_join!(databases.writer_or_settling(database, patience), given_network)?;
+    let writer = match (writer, settling) {
+        (Ok(writer), _) => Some(writer),
+        (Err(why), WhileSettling::Keep(_)) => {
+            warn!(database = database.as_given(), reason = %why, "the writer is settling; keeping the registered targets, the follower moves them once it settles");
+            None
+        }
+        (Err(why), WhileSettling::Fail(_)) => {
+            return Err(Error::property(
+                "Database",
+                format!("{why}; still so after {}s, try again once the failover has finished", patience.as_secs()),
+            ));
+        }
+    };
+    let writer_address = writer.as_ref().map(|w| w.address);
+    let outside = |blocks: &VpcBlocks| writer_address.is_some_and(|address| !blocks.contains(address));
     let subnet_group = subnet_group(databases, &described).await?;
     let (network, derived) = match given_network {
         Some(network) => {
@@ -123,8 +155,7 @@ pub async fn resolve(
             let needs = Needs { group, placements: &described.placements, consumer_zone_ids: &spec.consumer_zone_ids };
             let derived = DerivedSubnets::choose(&aws.ec2, &needs, listed, checks).await?;
             info!(database = database.as_given(), subnet_group = %group.name, subnets = ?derived.chosen(), "subnets derived from the database");
-            let needs_vpc =
-                |subnets: &VpcBlocks| spec.security_group_ids.is_empty() || !subnets.contains(writer.address);
+            let needs_vpc = |subnets: &VpcBlocks| spec.security_group_ids.is_empty() || outside(subnets);
             let network = derived.network(&aws.ec2, &group.vpc_id, &spec.security_group_ids, needs_vpc).await?;
             (network, Some(derived))
         }
@@ -132,19 +163,20 @@ pub async fn resolve(
     let port = port(spec, &described)?;
     check_vpc(spec, &network)?;
     // A writer outside the subnets given: is it inside the VPC at all?
-    let network = match network.contains(writer.address) {
-        true => network,
-        false => network.with_vpc_blocks(&aws.ec2).await?,
+    let network = match outside(&network.blocks) {
+        false => network,
+        true => network.with_vpc_blocks(&aws.ec2).await?,
     };
     let resolved = Resolved {
         subnet_ids: network.subnets.keys().cloned().collect(),
         network,
         port,
-        target_ips: BTreeSet::from([writer.address]),
+        target_ips: writer_address.into_iter().collect(),
         follows: Some(database.as_given().to_string()),
         database_security_groups: described.security_groups.iter().cloned().collect(),
+        keep_targets: writer.is_none(),
     };
-    Ok(Resolution { resolved, writer: Some(writer), derived })
+    Ok(Resolution { resolved, writer, derived })
 }
 
 async fn subnet_group(databases: &Databases, described: &Described) -> Result<Option<SubnetGroup>> {

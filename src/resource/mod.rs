@@ -16,6 +16,7 @@ mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tracing::{error, info, warn};
 
@@ -27,9 +28,9 @@ use crate::cloudformation::{
 use crate::database::Databases;
 use crate::deadline::{Deadline, Progress, within};
 use crate::error::{Error, Result};
-use crate::resolve::{Resolution, SETTLE_PATIENCE, ZoneChecks, resolve};
+use crate::resolve::{Resolution, SETTLE_PATIENCE, WhileSettling, ZoneChecks, resolve};
 use crate::spec::{Spec, same_value, tag_keys};
-use watch::{Acceptance, StillAwaited, acceptance};
+use watch::{Acceptance, NotRollingBack, StillAwaited, acceptance};
 
 /// The reverse-PrivateLink custom resource.
 pub struct ReversePrivateLink {
@@ -140,15 +141,10 @@ impl ReversePrivateLink {
             deadline.work_until,
             &progress,
             Box::pin(async {
-                let resolution = Box::pin(resolve(
-                    &self.aws,
-                    &self.databases,
-                    &spec,
-                    SETTLE_PATIENCE,
-                    ZoneChecks::Strict,
-                    &progress,
-                ))
-                .await?;
+                let settling = WhileSettling::Fail(SETTLE_PATIENCE);
+                let resolution =
+                    Box::pin(resolve(&self.aws, &self.databases, &spec, settling, ZoneChecks::Strict, &progress))
+                        .await?;
                 let want = Desired {
                     spec: &spec,
                     resolved: &resolution.resolved,
@@ -190,10 +186,13 @@ impl ReversePrivateLink {
         let replacement = chain::generation(&request.request_id);
         let name = format!("{}-{replacement}", spec.name);
         let watch = self.watch(&request.stack_id, &request.logical_resource_id);
-        let progress = Progress::with_checkpoint(watch.clone());
+        // An Update that started before its stack began rolling back stops before each write
+        // once it has: the rollback's own Update must have the last word (aws-cdk#31541).
+        let gate = Arc::new(NotRollingBack::new(self.status.clone(), &request.stack_id));
+        let progress = Progress::with_checkpoint(watch.clone()).with_gate(gate.clone());
         // Set once the request starts building a new chain: only that is removed on failure.
         let building_new = Mutex::new(false);
-        let work = self.update_work(request, &spec, &chain, &progress, deadline, &building_new);
+        let work = self.update_work(request, &spec, &chain, &progress, &gate, deadline, &building_new);
         let built = within(deadline.work_until, &progress, Box::pin(work)).await;
         let new_chain = *building_new.lock().unwrap_or_else(PoisonError::into_inner);
         match built {
@@ -229,6 +228,7 @@ impl ReversePrivateLink {
         spec: &Spec,
         chain: &Chain<'_>,
         progress: &Progress,
+        gate: &NotRollingBack,
         deadline: &Deadline,
         building_new: &Mutex<bool>,
     ) -> Result<(Built, Resolution, bool)> {
@@ -242,11 +242,31 @@ impl ReversePrivateLink {
             true => ZoneChecks::Lenient,
             false => ZoneChecks::Strict,
         };
-        let (resolution, index, service) = tokio::try_join!(
-            Box::pin(resolve(&self.aws, &self.databases, spec, SETTLE_PATIENCE, checks, progress)),
-            chain.by_tags(),
-            chain.service(physical_id),
-        )?;
+        let stack = async { self.status.stack(&request.stack_id).await };
+        let reads = |settling| async move {
+            tokio::try_join!(
+                Box::pin(resolve(&self.aws, &self.databases, spec, settling, checks, progress)),
+                chain.by_tags(),
+                chain.service(physical_id),
+            )
+        };
+        // While a failover settles: an Update that leaves the database alone keeps the
+        // registered target and changes the rest, without waiting; one that names a new
+        // database waits for it, and fails unless it is a rollback, which must never fail
+        // for what the follower can finish (custom-resource-helper#70).
+        let (stack, reads) = match same_value(old, new, "Database") {
+            true => tokio::join!(stack, reads(WhileSettling::Keep(Duration::ZERO))),
+            false => {
+                let stack = stack.await;
+                let settling = match stack.rolling_back() {
+                    true => WhileSettling::Keep(SETTLE_PATIENCE),
+                    false => WhileSettling::Fail(SETTLE_PATIENCE),
+                };
+                (stack, reads(settling).await)
+            }
+        };
+        let (resolution, index, service) = reads?;
+        gate.started(&stack);
         let named = chain.named(physical_id, service, &index).await?;
         let base = Desired {
             spec,
@@ -271,15 +291,30 @@ impl ReversePrivateLink {
             .collect();
         // Alongside: the leftovers of crashed or failed requests of this resource go.
         let sweep_progress = Progress::default();
-        let (stack_id, logical_id) = (&request.stack_id, &request.logical_resource_id);
-        let sweep = cleanup::sweep(chain, &index, &keep, &self.status, stack_id, logical_id, &sweep_progress);
+        let asking = cleanup::Asking {
+            status: &self.status,
+            stack_id: &request.stack_id,
+            logical_id: &request.logical_resource_id,
+            physical_id,
+        };
+        let sweep = cleanup::sweep(chain, &index, &keep, &asking, &sweep_progress);
         let converge = chain.converge(&want, existing.as_ref(), progress, deadline.waits_until());
         let (built, swept) = tokio::join!(Box::pin(converge), Box::pin(sweep));
         if let Err(error) = swept {
             error!(%error, "could not remove what earlier requests left; the next event of this resource tries again");
         }
+        let mut built = built?;
+        // A rollback reads and converges once more before answering: an update it undoes
+        // may have written after the rollback read (it stops only at its next write).
+        if let (true, Some(group)) = (stack.rolling_back(), &existing) {
+            info!("converging once more: the update this rollback undoes may still have written");
+            let service = chain.service(&built.service_id).await?;
+            let again = Group { services: service.into_iter().collect(), ..group.clone() };
+            let again = chain.with_details(&again).await?;
+            built = Box::pin(chain.converge(&want, Some(&again), progress, deadline.waits_until())).await?;
+        }
         let named_unmarked = existing.as_ref().is_some_and(|g| g.answered_as().is_none());
-        Ok((built?, resolution, named_unmarked))
+        Ok((built, resolution, named_unmarked))
     }
 
     /// The chain to change in place, with what it should become: the named one if it
@@ -294,6 +329,13 @@ impl ReversePrivateLink {
         index: &chain::Inventory,
     ) -> Result<Option<(Group, Resolved)>> {
         let fits = async |group: &Group| -> Result<Option<(Group, Resolved)>> {
+            // A chain whose service was deleted outside CloudFormation cannot be completed under
+            // its generation: EC2 may answer the service's client token with the deleted service
+            // (EC2 API, "Ensuring idempotency"), and the old ID's Delete would take the new one.
+            if group.services.is_empty() {
+                warn!(generation = %group.generation, "the chain's endpoint service is gone; building a new chain");
+                return Ok(None);
+            }
             let detailed = chain.with_details(group).await?;
             let resolved = match detailed.load_balancers.first() {
                 Some(lb) => resolution.for_chain(lb),
@@ -346,8 +388,13 @@ impl ReversePrivateLink {
                 None => {}
             }
             let keep: Vec<&str> = named.as_ref().map(|g| g.generation.as_str()).into_iter().collect();
-            cleanup::sweep(&chain, &index, &keep, &self.status, &request.stack_id, &request.logical_resource_id, &progress)
-                .await
+            let asking = cleanup::Asking {
+                status: &self.status,
+                stack_id: &request.stack_id,
+                logical_id: &request.logical_resource_id,
+                physical_id,
+            };
+            cleanup::sweep(&chain, &index, &keep, &asking, &progress).await
         }))
         .await?;
         Ok(Success { physical_resource_id: physical_id.to_string(), data: BTreeMap::new() })

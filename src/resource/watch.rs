@@ -1,14 +1,14 @@
 //! Whether CloudFormation still waits for a request, and whether it took the
 //! answer: asked before answering, before each long wait, and after answering.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::cloudformation::{ResourceStatus, StatusReader};
+use crate::cloudformation::{ResourceStatus, StackStatus, StatusReader};
 use crate::deadline::Checkpoint;
 use crate::error::{Error, Result};
 
@@ -43,8 +43,12 @@ impl StillAwaited {
 
     async fn ask(&self) -> ResourceStatus {
         let status = self.status.resource(&self.stack_id, &self.logical_id).await;
-        *self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(!matches!(status, ResourceStatus::Unknown(_)));
+        let known = match status {
+            ResourceStatus::NoStack(_) => Some(false),
+            ResourceStatus::Unreachable(_) => return status,
+            ResourceStatus::InProgress { .. } | ResourceStatus::Settled { .. } => Some(true),
+        };
+        *self.known.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = known;
         status
     }
 }
@@ -62,14 +66,77 @@ impl Checkpoint for StillAwaited {
     }
 }
 
+/// The gate of an Update's writes: it passes unless the stack has started rolling
+/// back since the Update started. A rollback is itself an Update (the resource shows
+/// `UPDATE_IN_PROGRESS` for both), started while the stack already rolls back: its own
+/// gate always passes. Asked at most once per 2 s; parallel writes share the answer.
+pub struct NotRollingBack {
+    status: StatusReader,
+    stack_id: String,
+    /// Whether writes are gated: set once the stack's status at the start is known.
+    gated: OnceLock<bool>,
+    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
+}
+
+const GATE_FRESH_FOR: Duration = Duration::from_secs(2);
+
+impl NotRollingBack {
+    pub fn new(status: StatusReader, stack_id: &str) -> Self {
+        NotRollingBack {
+            status,
+            stack_id: stack_id.to_string(),
+            gated: OnceLock::new(),
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The stack's status when the Update started. Without CloudFormation there is no
+    /// rollback to yield to; if it could not be asked, each write asks again.
+    pub fn started(&self, stack: &StackStatus) {
+        let gated = match stack {
+            StackStatus::NoStack(_) => false,
+            StackStatus::Unreachable(_) => true,
+            StackStatus::Known(_) => !stack.rolling_back(),
+        };
+        let _ = self.gated.set(gated);
+    }
+}
+
+impl Checkpoint for NotRollingBack {
+    fn check(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            if self.gated.get() != Some(&true) {
+                return Ok(());
+            }
+            let mut last = self.last.lock().await;
+            let rolling_back = match *last {
+                Some((asked, rolling_back)) if asked.elapsed() < GATE_FRESH_FOR => rolling_back,
+                _ => {
+                    let stack = self.status.stack(&self.stack_id).await;
+                    let rolling_back = stack.rolling_back();
+                    *last = Some((Instant::now(), rolling_back));
+                    rolling_back
+                }
+            };
+            match rolling_back {
+                true => {
+                    warn!("the stack is rolling this update back; stopping before the next change");
+                    Err(Error::Stopped("the stack is rolling this update back".into()))
+                }
+                false => Ok(()),
+            }
+        })
+    }
+}
+
 /// What CloudFormation did with an answer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Acceptance {
-    /// It holds `service_id` now, or nobody could tell (no CloudFormation knows the stack).
+    /// It holds `service_id` now, or no CloudFormation knows the stack (an emulator).
     Taken,
     /// It moved on without it: the request was cancelled before the answer arrived.
     Refused(String),
-    /// It had not shown either way within the wait.
+    /// It had not shown either way within the wait, or could not be asked.
     Unsure,
 }
 
@@ -81,7 +148,8 @@ pub async fn acceptance(watch: &StillAwaited, service_id: &str) -> Acceptance {
     loop {
         let status = watch.ask().await;
         match status {
-            ResourceStatus::Unknown(_) => return Acceptance::Taken,
+            ResourceStatus::NoStack(_) => return Acceptance::Taken,
+            ResourceStatus::Unreachable(_) => return Acceptance::Unsure,
             _ if status.physical_id() == Some(service_id) => return Acceptance::Taken,
             ResourceStatus::Settled { .. } => return Acceptance::Refused(status.to_string()),
             ResourceStatus::InProgress { .. } if Instant::now() + ACCEPTANCE_POLL > give_up => {

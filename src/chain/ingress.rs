@@ -1,54 +1,123 @@
 //! The load balancer let into the database: one inbound rule per database
-//! security group, TCP on the port from the load balancer's security group,
-//! tagged as the chain's. A rule that already existed (same group, port and
-//! source) is used as it is and never removed.
+//! security group, TCP on the port from the load balancer's security group.
+//! AWS keeps one rule per group, port and source, so chains that share a source
+//! group (a replacement and the chain it replaces, or two stacks given the same
+//! groups) share the rule. Each rule the function made records on itself which
+//! chains use it (a tag per stack, listing `<logical ID>/<generation>`), and is
+//! revoked only when the last of them lets go. A rule that was there before is
+//! used as it is and never removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use aws_sdk_ec2::types::{ResourceType, TagSpecification};
+use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
 use tracing::info;
 
 use super::poll;
 use super::rules::{self, Rule};
-use super::tags::{self, LOGICAL_ID_TAG, STACK_ID_TAG, Tags};
+use super::tags::{GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG, Tags};
 use super::{Owner, Progress};
 use crate::error::{Error, Result, code_of};
 use crate::spec::stack_name;
 
-/// An inbound rule the chain added to a database security group.
+/// Prefix of the tags that record which chains use a rule: one key per stack (a hash
+/// of its ID, as a tag key is at most 128 characters), its value the chains of that
+/// stack using the rule, `<logical ID>/<generation>` separated by spaces.
+pub const USERS_TAG_PREFIX: &str = "reverse-privatelink:users:";
+
+/// Marks the rules of the load balancer's own group, which are not database rules.
+pub const OWN_GROUP_RULE_TAG: &str = "reverse-privatelink:own-group";
+
+/// An inbound rule a chain uses in a database security group.
 #[derive(Debug, Clone)]
 pub struct IngressRule {
     pub id: String,
     pub group_id: String,
+    /// The generation of the owner's chain that uses it.
     pub generation: String,
 }
 
+/// The key of `stack_id`'s users tag.
+pub fn users_key(stack_id: &str) -> String {
+    // FNV-1a: stable across builds and platforms.
+    let hash = stack_id
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3));
+    format!("{USERS_TAG_PREFIX}{hash:016x}")
+}
+
+/// Every chain using a rule, as (users key, `<logical ID>/<generation>`). A rule made
+/// before rules recorded their users has one: the chain that made it.
+fn users_of(rule: &Rule) -> BTreeSet<(String, String)> {
+    let recorded: BTreeSet<(String, String)> = rule
+        .tags
+        .iter()
+        .filter(|(key, _)| key.starts_with(USERS_TAG_PREFIX))
+        .flat_map(|(key, value)| value.split_whitespace().map(move |user| (key.clone(), user.to_string())))
+        .collect();
+    if !recorded.is_empty() || rule.tags.keys().any(|key| key.starts_with(USERS_TAG_PREFIX)) {
+        return recorded;
+    }
+    let tag = |key: &str| rule.tags.get(key).cloned().unwrap_or_default();
+    match rule.tags.contains_key(STACK_ID_TAG) {
+        true => BTreeSet::from([(
+            users_key(&tag(STACK_ID_TAG)),
+            format!("{}/{}", tag(LOGICAL_ID_TAG), tag(GENERATION_TAG)),
+        )]),
+        false => BTreeSet::new(),
+    }
+}
+
+/// A database rule the function made: inbound, from a security group, not in the load balancer's own group.
+fn is_database_rule(rule: &Rule) -> bool {
+    rule.tags.contains_key(STACK_ID_TAG)
+        && !rule.egress
+        && rule.source_group.is_some()
+        && !rule.tags.contains_key(OWN_GROUP_RULE_TAG)
+}
+
+/// Every database rule the function made in this account and region (a handful per stack).
+async fn made_by_the_function(ec2: &aws_sdk_ec2::Client) -> Result<Vec<Rule>> {
+    // "*" matches any value (EC2 API reference, "Filtering": filter values take wildcards).
+    let rules = rules::describe(ec2, vec![rules::filter(&format!("tag:{STACK_ID_TAG}"), ["*"])]).await?;
+    Ok(rules.into_iter().filter(is_database_rule).collect())
+}
+
+/// The database rules each generation of `owner` uses.
 pub async fn list_owned(ec2: &aws_sdk_ec2::Client, owner: &Owner) -> Result<Vec<IngressRule>> {
-    let found = rules::describe(
-        ec2,
-        vec![
-            rules::filter(&format!("tag:{STACK_ID_TAG}"), [owner.stack_id.as_str()]),
-            rules::filter(&format!("tag:{LOGICAL_ID_TAG}"), [owner.logical_id.as_str()]),
-        ],
-    )
-    .await?;
-    Ok(found
+    let key = users_key(&owner.stack_id);
+    let prefix = format!("{}/", owner.logical_id);
+    Ok(made_by_the_function(ec2)
+        .await?
         .into_iter()
-        .filter_map(|rule| {
-            let generation = tags::owned_generation(owner, &rule.tags)?;
-            Some(IngressRule { id: rule.id, group_id: rule.group_id, generation })
+        .flat_map(|rule| {
+            let generations: Vec<String> = users_of(&rule)
+                .into_iter()
+                .filter(|(stack, _)| *stack == key)
+                .filter_map(|(_, user)| user.strip_prefix(&prefix).map(str::to_string))
+                .collect();
+            generations.into_iter().map(move |generation| IngressRule {
+                id: rule.id.clone(),
+                group_id: rule.group_id.clone(),
+                generation,
+            })
         })
         .collect())
 }
 
-/// The security groups holding an inbound rule this stack added (any resource of it).
+/// The security groups holding a database rule that a chain of this stack uses.
 pub async fn groups_with_rules_of(ec2: &aws_sdk_ec2::Client, stack_id: &str) -> Result<BTreeSet<String>> {
-    let found = rules::describe(ec2, vec![rules::filter(&format!("tag:{STACK_ID_TAG}"), [stack_id])]).await?;
-    Ok(found.into_iter().filter(|rule| !rule.egress).map(|rule| rule.group_id).collect())
+    let key = users_key(stack_id);
+    let rules = made_by_the_function(ec2).await?;
+    Ok(rules
+        .into_iter()
+        .filter(|rule| users_of(rule).iter().any(|(stack, _)| *stack == key))
+        .map(|r| r.group_id)
+        .collect())
 }
 
 /// Lets each of `sources` (the load balancer's groups) into each of `databases` on
-/// `port`, and removes the chain's own rules that are no longer wanted (`owned`).
+/// `port`, recording this chain on the rules it uses, and lets go of the chain's rules
+/// that are no longer wanted (`owned`).
 pub async fn ensure(
     ec2: &aws_sdk_ec2::Client,
     databases: &BTreeSet<String>,
@@ -59,7 +128,7 @@ pub async fn ensure(
     progress: &Progress,
 ) -> Result<()> {
     let _step = progress.step("allowing the load balancer into the database's security groups");
-    let description = description(tags);
+    let user = User::of(tags);
     let wanted: BTreeSet<(&str, &str)> =
         databases.iter().flat_map(|db| sources.iter().map(move |src| (db.as_str(), src.as_str()))).collect();
     let current: Vec<Rule> = if wanted.is_empty() {
@@ -75,21 +144,30 @@ pub async fn ensure(
     let mut keep: BTreeSet<&str> = BTreeSet::new();
     for (db, src) in &wanted {
         if let Some(rule) = admitted(db, src) {
-            if !rule.tags.contains_key(STACK_ID_TAG) {
-                info!(group = db, source = src, rule = %rule.id, "the database already allows the load balancer; using that rule and leaving it alone");
-            }
             keep.insert(rule.id.as_str());
+            if !is_database_rule(rule) {
+                info!(group = db, source = src, rule = %rule.id, "the database already allows the load balancer; using that rule and leaving it alone");
+            } else if !users_of(rule).contains(&user.entry()) {
+                info!(group = db, source = src, rule = %rule.id, "another chain's rule already lets the load balancer in; recording that this chain uses it too");
+                progress.gate().await?;
+                let mut users = users_of(rule);
+                users.insert(user.entry());
+                record_users(ec2, rule, &users).await?;
+                progress.record("database rule", &format!("{db}/{}", rule.id));
+            }
             continue;
         }
         progress.gate().await?;
+        let mut rule_tags = tags.ec2();
+        rule_tags.push(Tag::builder().key(&user.key).value(&user.value).build());
         let added = poll::settled(true, poll::NOT_AUTHORIZED_YET, || {
             ec2.authorize_security_group_ingress()
                 .group_id(*db)
-                .ip_permissions(rules::tcp_from_group(port, src, &description))
+                .ip_permissions(rules::tcp_from_group(port, src, &user.description))
                 .tag_specifications(
                     TagSpecification::builder()
                         .resource_type(ResourceType::SecurityGroupRule)
-                        .set_tags(Some(tags.ec2()))
+                        .set_tags(Some(rule_tags.clone()))
                         .build(),
                 )
                 .send()
@@ -115,27 +193,101 @@ pub async fn ensure(
     }
     // `owned` was read before this request added anything, so a rule added just now is never stale.
     let stale: Vec<IngressRule> = owned.iter().filter(|rule| !keep.contains(rule.id.as_str())).cloned().collect();
-    remove(ec2, &stale, progress).await
+    release(ec2, &user.owner, &stale, progress).await
 }
 
-/// "reverse-privatelink <stack name>/<logical ID>": whose rule it is, for whoever reads the database's group.
-fn description(tags: &Tags) -> String {
-    let tag = |key: &str| tags.wanted.get(key).map(String::as_str).unwrap_or_default();
-    format!("reverse-privatelink {}/{}", stack_name(tag(STACK_ID_TAG)), tag(LOGICAL_ID_TAG))
+/// A chain as a rule records it.
+struct User {
+    owner: Owner,
+    key: String,
+    value: String,
+    description: String,
 }
 
-/// Revokes the chain's rules, grouped by security group. Already gone is fine.
-pub async fn remove(ec2: &aws_sdk_ec2::Client, owned: &[IngressRule], progress: &Progress) -> Result<()> {
-    if owned.is_empty() {
+impl User {
+    fn of(tags: &Tags) -> User {
+        let tag = |key: &str| tags.wanted.get(key).cloned().unwrap_or_default();
+        let owner = Owner { stack_id: tag(STACK_ID_TAG), logical_id: tag(LOGICAL_ID_TAG) };
+        User {
+            key: users_key(&owner.stack_id),
+            value: format!("{}/{}", owner.logical_id, tag(GENERATION_TAG)),
+            // "reverse-privatelink <stack name>/<logical ID>": whose rule it is, for whoever reads the database's group.
+            description: format!("reverse-privatelink {}/{}", stack_name(&owner.stack_id), owner.logical_id),
+            owner,
+        }
+    }
+
+    fn entry(&self) -> (String, String) {
+        (self.key.clone(), self.value.clone())
+    }
+}
+
+/// Writes `users` onto `rule`: one tag per stack, removing the tags of stacks left without a user.
+async fn record_users(ec2: &aws_sdk_ec2::Client, rule: &Rule, users: &BTreeSet<(String, String)>) -> Result<()> {
+    let mut by_stack: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (key, user) in users {
+        by_stack.entry(key).or_default().push(user);
+    }
+    let set: Vec<Tag> =
+        by_stack.iter().map(|(key, users)| Tag::builder().key(*key).value(users.join(" ")).build()).collect();
+    let gone: Vec<Tag> = rule
+        .tags
+        .keys()
+        .filter(|key| key.starts_with(USERS_TAG_PREFIX) && !by_stack.contains_key(key.as_str()))
+        .map(|key| Tag::builder().key(key).build())
+        .collect();
+    if !set.is_empty() {
+        poll::settled(true, poll::NOT_AUTHORIZED_YET, || {
+            ec2.create_tags().resources(&rule.id).set_tags(Some(set.clone())).send()
+        })
+        .await
+        .map_err(Error::aws("recording which chains use the database rule (CreateTags)"))?;
+    }
+    if !gone.is_empty() {
+        ec2.delete_tags()
+            .resources(&rule.id)
+            .set_tags(Some(gone))
+            .send()
+            .await
+            .map_err(Error::aws("recording which chains use the database rule (DeleteTags)"))?;
+    }
+    Ok(())
+}
+
+/// Lets go of `rules` for `owner`'s chains of their generations: a rule another chain
+/// (of any generation or stack) still uses stays, recording one user less; the last
+/// user revokes it. Rules are read again first, as another chain may have joined.
+pub async fn release(
+    ec2: &aws_sdk_ec2::Client,
+    owner: &Owner,
+    rules: &[IngressRule],
+    progress: &Progress,
+) -> Result<()> {
+    if rules.is_empty() {
         return Ok(());
     }
     let _step = progress.step("removing the load balancer from the database's security groups");
     progress.gate().await?;
-    let mut by_group: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for rule in owned {
-        by_group.entry(&rule.group_id).or_default().push(rule.id.clone());
+    let ids: BTreeSet<&str> = rules.iter().map(|rule| rule.id.as_str()).collect();
+    let current = rules::describe(ec2, vec![rules::filter("security-group-rule-id", ids.iter().copied())]).await?;
+    let key = users_key(&owner.stack_id);
+    let mut revoke: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for rule in &current {
+        let leaving: BTreeSet<(String, String)> = rules
+            .iter()
+            .filter(|r| r.id == rule.id)
+            .map(|r| (key.clone(), format!("{}/{}", owner.logical_id, r.generation)))
+            .collect();
+        let users = users_of(rule);
+        let staying: BTreeSet<(String, String)> = users.difference(&leaving).cloned().collect();
+        if staying.is_empty() {
+            revoke.entry(&rule.group_id).or_default().push(rule.id.clone());
+        } else if staying != users {
+            info!(rule = %rule.id, users = ?staying, "other chains still use the database rule; it stays");
+            record_users(ec2, rule, &staying).await?;
+        }
     }
-    for (group, ids) in by_group {
+    for (group, ids) in revoke {
         let revoked = poll::settled(true, poll::NOT_AUTHORIZED_YET, || {
             ec2.revoke_security_group_ingress().group_id(group).set_security_group_rule_ids(Some(ids.clone())).send()
         });
@@ -156,4 +308,39 @@ pub async fn remove(ec2: &aws_sdk_ec2::Client, owned: &[IngressRule], progress: 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(tags: &[(&str, &str)]) -> Rule {
+        Rule {
+            id: "sgr-1".into(),
+            group_id: "sg-db".into(),
+            egress: false,
+            protocol: "tcp".into(),
+            from_port: 3306,
+            to_port: 3306,
+            cidr: None,
+            source_group: Some("sg-lb".into()),
+            tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn users_are_recorded_per_stack_and_a_rule_made_before_counts_its_maker() {
+        let key = users_key("stack-a");
+        let shared = rule(&[(STACK_ID_TAG, "stack-a"), (&key, "Link/aaaa0000 Link/bbbb1111")]);
+        assert_eq!(users_of(&shared).len(), 2);
+        assert!(is_database_rule(&shared));
+        let before = rule(&[(STACK_ID_TAG, "stack-a"), (LOGICAL_ID_TAG, "Link"), (GENERATION_TAG, "aaaa0000")]);
+        assert_eq!(users_of(&before), BTreeSet::from([(key.clone(), "Link/aaaa0000".to_string())]));
+        let theirs = rule(&[]);
+        assert!(users_of(&theirs).is_empty() && !is_database_rule(&theirs));
+        let own_group = rule(&[(STACK_ID_TAG, "stack-a"), (OWN_GROUP_RULE_TAG, "true")]);
+        assert!(!is_database_rule(&own_group));
+        assert_ne!(users_key("stack-a"), users_key("stack-b"));
+        assert!(users_key("stack-a").len() <= 128);
+    }
 }

@@ -309,7 +309,7 @@ impl<'a> Chain<'a> {
             }
             Ok(())
         };
-        tokio::try_join!(ingress::remove(ec2, &group.ingress_rules, progress), services)?;
+        tokio::try_join!(ingress::release(ec2, &self.owner, &group.ingress_rules, progress), services)?;
         // Deleting a load balancer deletes its listeners, which frees the target group.
         futures::future::try_join_all(
             group.load_balancers.iter().map(|lb| load_balancer::delete(elb, &lb.arn, MAX_STATE_WAIT, progress)),

@@ -15,6 +15,7 @@ use aws_sdk_ec2::types::{
 };
 use tracing::info;
 
+use super::ingress::OWN_GROUP_RULE_TAG;
 use super::poll::{self, GROUP_NOT_FOUND};
 use super::rules::{self, Rule};
 use super::tags::{self, LOGICAL_ID_TAG, STACK_ID_TAG, Tags};
@@ -261,7 +262,9 @@ async fn apply(
     let add: Vec<&Wanted> = wanted.difference(current).collect();
     let remove: Vec<&Wanted> = current.difference(wanted).collect();
     let rule_tags = || {
-        TagSpecification::builder().resource_type(ResourceType::SecurityGroupRule).set_tags(Some(tags.ec2())).build()
+        let mut rule_tags = tags.ec2();
+        rule_tags.push(aws_sdk_ec2::types::Tag::builder().key(OWN_GROUP_RULE_TAG).value("true").build());
+        TagSpecification::builder().resource_type(ResourceType::SecurityGroupRule).set_tags(Some(rule_tags)).build()
     };
     let ingress = permissions(false, add.clone());
     let egress = permissions(true, add);

@@ -6,6 +6,8 @@ use aws_lambda_events::cloudformation::{
     CloudFormationCustomResourceResponse, CloudFormationCustomResourceResponseStatus,
 };
 
+use tracing::warn;
+
 use super::event::Envelope;
 
 /// CloudFormation rejects larger bodies ("Response object is too long").
@@ -82,10 +84,15 @@ fn logs_hint() -> String {
     }
 }
 
-/// Shortens `Reason` as little as needed for the body to fit; should the rest
-/// alone be too large, answers FAILED without `Data` rather than let
-/// CloudFormation drop the answer.
+/// Shortens `Data`'s longest values, then `Reason`, as little as needed for the body
+/// to fit; should the rest alone be too large, answers FAILED without `Data` rather
+/// than let CloudFormation drop the answer.
 fn fit(mut response: CloudFormationCustomResourceResponse) -> String {
+    let body = to_json(&response);
+    if body.len() <= MAX_BODY_BYTES {
+        return body;
+    }
+    shorten_data(&mut response);
     let body = to_json(&response);
     if body.len() <= MAX_BODY_BYTES {
         return body;
@@ -115,6 +122,36 @@ fn fit(mut response: CloudFormationCustomResourceResponse) -> String {
         }
     }
     to_json(&response)
+}
+
+/// Halves the longest `Data` value until the body fits or no value is worth shortening:
+/// a comma-separated list keeps its first items and says how many it left out, other
+/// text is cut. The work succeeded; a shortened value beats a FAILED answer.
+fn shorten_data(response: &mut CloudFormationCustomResourceResponse) {
+    const WORTH_SHORTENING: usize = 64;
+    while to_json(response).len() > MAX_BODY_BYTES {
+        let Some((key, value)) = response
+            .data
+            .iter()
+            .filter(|(_, value)| value.len() > WORTH_SHORTENING)
+            .max_by_key(|(_, value)| value.len())
+            .map(|(key, value)| (key.clone(), value.clone()))
+        else {
+            return;
+        };
+        let items: Vec<&str> = value.split(" (and ").next().unwrap_or_default().split(',').collect();
+        let left_out: usize =
+            value.rsplit_once(" (and ").and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok()).unwrap_or(0);
+        let shortened = if items.len() > 1 {
+            let keep = items.len() / 2;
+            format!("{} (and {} more)", items[..keep].join(","), items.len() - keep + left_out)
+        } else {
+            let cut = value.char_indices().map(|(i, _)| i).nth(value.chars().count() / 2).unwrap_or(value.len());
+            format!("{}…", &value[..cut])
+        };
+        warn!(key = %key, "shortened Data.{key} to fit CloudFormation's 4096-byte response");
+        response.data.insert(key, shortened);
+    }
 }
 
 fn to_json(response: &CloudFormationCustomResourceResponse) -> String {
@@ -171,6 +208,32 @@ mod tests {
             assert!(v["Reason"].as_str().unwrap().ends_with('…'));
             assert!(body.len() > MAX_BODY_BYTES - 16, "cut more than needed: {}", body.len());
         }
+    }
+
+    #[test]
+    fn long_data_lists_are_shortened_with_a_note_not_failed() {
+        let ips: Vec<String> = (0..50).map(|i| format!("100.127.255.{}", 200 + i)).collect();
+        let data = BTreeMap::from([
+            ("TargetIps".to_string(), ips.join(",")),
+            (
+                "TargetHealth".to_string(),
+                ips.iter()
+                    .map(|ip| format!("{ip}: unhealthy: Target.FailedHealthChecks (Health checks failed)"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            ("ServiceId".to_string(), "vpce-svc-1".to_string()),
+        ]);
+        let body = render(&envelope(), Outcome::Success(Success { physical_resource_id: "vpce-svc-1".into(), data }));
+        assert!(body.len() <= MAX_BODY_BYTES, "{}", body.len());
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["Status"], "SUCCESS");
+        assert_eq!(v["Data"]["ServiceId"], "vpce-svc-1", "short values stay whole");
+        let health = v["Data"]["TargetHealth"].as_str().unwrap();
+        assert!(health.starts_with("100.127.255.200: unhealthy") && health.ends_with(" more)"), "{health}");
+        let shown = health.split(" (and ").next().unwrap().split(',').count();
+        let more: usize = health.rsplit_once(" (and ").unwrap().1.split_whitespace().next().unwrap().parse().unwrap();
+        assert_eq!(shown + more, 50, "{health}");
     }
 
     #[test]

@@ -41,6 +41,14 @@ pub struct ReversePrivateLink {
     after_answer: Mutex<BTreeMap<String, AfterAnswer>>,
 }
 
+/// What an Update's work shares with the request around it.
+struct UpdateRun {
+    progress: Progress,
+    gate: Arc<NotRollingBack>,
+    /// Set once the request starts building a new chain: only that is removed on failure.
+    building_new: Mutex<bool>,
+}
+
 /// A chain CloudFormation has just been given, to be marked answered.
 struct AfterAnswer {
     /// The load balancer and target group, which carry the mark with the service.
@@ -190,15 +198,15 @@ impl ReversePrivateLink {
         // once it has: the rollback's own Update must have the last word (aws-cdk#31541).
         let gate = Arc::new(NotRollingBack::new(self.status.clone(), &request.stack_id));
         let progress = Progress::with_checkpoint(watch.clone()).with_gate(gate.clone());
-        // Set once the request starts building a new chain: only that is removed on failure.
-        let building_new = Mutex::new(false);
-        let work = self.update_work(request, &spec, &chain, &progress, &gate, deadline, &building_new);
-        let built = within(deadline.work_until, &progress, Box::pin(work)).await;
-        let new_chain = *building_new.lock().unwrap_or_else(PoisonError::into_inner);
+        let run = UpdateRun { progress, gate, building_new: Mutex::new(false) };
+        let work = self.update_work(request, &spec, &chain, &run, deadline);
+        let progress = &run.progress;
+        let built = within(deadline.work_until, progress, Box::pin(work)).await;
+        let new_chain = *run.building_new.lock().unwrap_or_else(PoisonError::into_inner);
         match built {
             Ok((built, resolution, unmarked)) => {
                 // A chain CloudFormation already had needs marking only if its mark went missing.
-                let made = Group::recorded(&replacement, &progress);
+                let made = Group::recorded(&replacement, progress);
                 let after = (new_chain || unmarked).then(|| AfterAnswer {
                     elb_arns: built.elb_arns(),
                     made,
@@ -214,7 +222,7 @@ impl ReversePrivateLink {
                 &chain,
                 &name,
                 &replacement,
-                &progress,
+                progress,
                 error,
                 deadline.cleanup_until,
             ))
@@ -227,11 +235,10 @@ impl ReversePrivateLink {
         request: &UpdateRequest,
         spec: &Spec,
         chain: &Chain<'_>,
-        progress: &Progress,
-        gate: &NotRollingBack,
+        run: &UpdateRun,
         deadline: &Deadline,
-        building_new: &Mutex<bool>,
     ) -> Result<(Built, Resolution, bool)> {
+        let UpdateRun { progress, gate, building_new } = run;
         let physical_id = request.physical_resource_id.as_str();
         let replacement = chain::generation(&request.request_id);
         let dropped_tag_keys: BTreeSet<String> =

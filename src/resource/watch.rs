@@ -69,25 +69,18 @@ impl Checkpoint for StillAwaited {
 /// The gate of an Update's writes: it passes unless the stack has started rolling
 /// back since the Update started. A rollback is itself an Update (the resource shows
 /// `UPDATE_IN_PROGRESS` for both), started while the stack already rolls back: its own
-/// gate always passes. Asked at most once per 2 s; parallel writes share the answer.
+/// gate always passes. Asked afresh before every write: an answer even a second old
+/// could let a write through after the rollback read.
 pub struct NotRollingBack {
     status: StatusReader,
     stack_id: String,
     /// Whether writes are gated: set once the stack's status at the start is known.
     gated: OnceLock<bool>,
-    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
-
-const GATE_FRESH_FOR: Duration = Duration::from_secs(2);
 
 impl NotRollingBack {
     pub fn new(status: StatusReader, stack_id: &str) -> Self {
-        NotRollingBack {
-            status,
-            stack_id: stack_id.to_string(),
-            gated: OnceLock::new(),
-            last: tokio::sync::Mutex::new(None),
-        }
+        NotRollingBack { status, stack_id: stack_id.to_string(), gated: OnceLock::new() }
     }
 
     /// The stack's status when the Update started. Without CloudFormation there is no
@@ -105,26 +98,11 @@ impl NotRollingBack {
 impl Checkpoint for NotRollingBack {
     fn check(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            if self.gated.get() != Some(&true) {
+            if self.gated.get() != Some(&true) || !self.status.stack(&self.stack_id).await.rolling_back() {
                 return Ok(());
             }
-            let mut last = self.last.lock().await;
-            let rolling_back = match *last {
-                Some((asked, rolling_back)) if asked.elapsed() < GATE_FRESH_FOR => rolling_back,
-                _ => {
-                    let stack = self.status.stack(&self.stack_id).await;
-                    let rolling_back = stack.rolling_back();
-                    *last = Some((Instant::now(), rolling_back));
-                    rolling_back
-                }
-            };
-            match rolling_back {
-                true => {
-                    warn!("the stack is rolling this update back; stopping before the next change");
-                    Err(Error::Stopped("the stack is rolling this update back".into()))
-                }
-                false => Ok(()),
-            }
+            warn!("the stack is rolling this update back; stopping before the next change");
+            Err(Error::Stopped("the stack is rolling this update back".into()))
         })
     }
 }

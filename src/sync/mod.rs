@@ -13,10 +13,15 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
 
+mod orphans;
+
+pub use orphans::INTERVAL_ENV;
+
 use crate::aws::Aws;
 use crate::chain::network::{self, VpcBlocks};
 use crate::chain::target_group::{self, Registered};
 use crate::chain::{self, ANSWERED_TAG, DATABASE_TAG, STACK_ID_TAG};
+use crate::cloudformation::StatusReader;
 use crate::database::{Databases, Described, Kind, Writer};
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
@@ -168,7 +173,21 @@ impl Sync {
             return;
         };
         let span = info_span!("sync", trigger = %trigger);
-        self.run(&trigger, deadline).instrument(span).await;
+        // About once an hour, a scheduled run also looks for chains CloudFormation dropped.
+        let minute = event.time.map(|time| (time.timestamp().rem_euclid(3600) / 60) as u32);
+        let hourly = trigger == Trigger::Schedule
+            && minute.is_some_and(|minute| orphans::first_run_of_the_hour(minute, orphans::interval_minutes()));
+        let dropped = async {
+            let (Some(stack_id), true) = (&self.stack_id, hourly) else { return };
+            let status = StatusReader::new(self.aws.cloudformation.clone());
+            let until = deadline.work_until;
+            match tokio::time::timeout_at(until, orphans::report(&self.aws, &status, stack_id)).await {
+                Ok(Err(error)) => error!(%error, "could not look for chains CloudFormation dropped"),
+                Err(_) => error!("the deadline came before the chains CloudFormation dropped could be looked for"),
+                Ok(Ok(_)) => {}
+            }
+        };
+        async { tokio::join!(self.run(&trigger, deadline), dropped) }.instrument(span).await;
     }
 
     /// Syncs every chain; returns what it did to each, by target group.

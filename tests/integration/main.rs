@@ -10,6 +10,7 @@ mod lifecycle;
 mod privileges;
 mod protocol;
 mod reliability;
+mod second_wave;
 mod simulator;
 mod support;
 mod template;

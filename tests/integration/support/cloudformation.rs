@@ -1,9 +1,10 @@
 //! CloudFormation's side of a custom resource, as a stand-in the built binary
 //! talks to: the response URL it answers (`PUT /responses/<request>`) and the
-//! `DescribeStackResource` it asks (through `AWS_ENDPOINT_URL_CLOUDFORMATION`).
-//! The resource's status evolves as CloudFormation's would: a request is awaited
-//! until its answer arrives; an answer to a request no longer awaited (cancelled)
-//! is ignored.
+//! `DescribeStackResource` and `DescribeStacks` it asks (through
+//! `AWS_ENDPOINT_URL_CLOUDFORMATION`). The resource's status evolves as
+//! CloudFormation's would: a request is awaited until its answer arrives; an answer
+//! to a request no longer awaited (cancelled) is ignored. Like any AWS API it can
+//! throttle, fail or deny a question.
 
 use std::sync::{Arc, Mutex};
 
@@ -38,6 +39,18 @@ struct Shared {
     cancel_after_next_describe: Mutex<bool>,
     cancelled: Notify,
     describes: Mutex<usize>,
+    /// The stack's status when a test sets it; else it follows the resource's.
+    stack_status: Mutex<Option<String>>,
+    /// How questions fail while set.
+    failing: Mutex<Option<Failing>>,
+}
+
+/// How CloudFormation refuses a question, as AWS answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failing {
+    Throttling,
+    ServerError,
+    AccessDenied,
 }
 
 #[derive(Clone)]
@@ -114,6 +127,16 @@ impl CloudFormation {
     pub fn describes(&self) -> usize {
         *self.shared.describes.lock().unwrap()
     }
+
+    /// The stack's own status from now on (`UPDATE_ROLLBACK_IN_PROGRESS`, …).
+    pub fn stack_status(&self, status: &str) {
+        *self.shared.stack_status.lock().unwrap() = Some(status.to_string());
+    }
+
+    /// Every question fails so until `failing(None)`.
+    pub fn failing(&self, how: Option<Failing>) {
+        *self.shared.failing.lock().unwrap() = how;
+    }
 }
 
 fn in_progress(request_type: &str) -> &'static str {
@@ -139,17 +162,33 @@ async fn answer(State(shared): State<Arc<Shared>>, Path(request_id): Path<String
     StatusCode::OK
 }
 
+fn error(status: StatusCode, code: &str, message: &str) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    let xml = format!(
+        "<ErrorResponse xmlns=\"http://cloudformation.amazonaws.com/doc/2010-05-15/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>0</RequestId></ErrorResponse>"
+    );
+    (status, [("content-type", "text/xml")], xml)
+}
+
 async fn describe(State(shared): State<Arc<Shared>>, body: String) -> impl IntoResponse {
     *shared.describes.lock().unwrap() += 1;
+    let failing = *shared.failing.lock().unwrap();
+    match failing {
+        Some(Failing::Throttling) => return error(StatusCode::BAD_REQUEST, "Throttling", "Rate exceeded"),
+        Some(Failing::ServerError) => return error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", "internal"),
+        Some(Failing::AccessDenied) => {
+            return error(StatusCode::FORBIDDEN, "AccessDenied", "not authorized to perform: cloudformation:Describe");
+        }
+        None => {}
+    }
+    if body.contains("Action=DescribeStacks") {
+        return describe_stack(&shared, &body);
+    }
     let stack_id = shared.stack_id.lock().unwrap().clone();
     let logical_id = shared.logical_id.lock().unwrap().clone();
     let asked = body.split('&').find_map(|p| p.strip_prefix("StackName=")).map(decode).unwrap_or_default();
     let resource = shared.resource.lock().unwrap().clone();
     let Some(status) = resource.status.clone().filter(|_| asked == stack_id) else {
-        let error = format!(
-            "<ErrorResponse xmlns=\"http://cloudformation.amazonaws.com/doc/2010-05-15/\"><Error><Type>Sender</Type><Code>ValidationError</Code><Message>Stack with id {asked} does not exist</Message></Error><RequestId>0</RequestId></ErrorResponse>"
-        );
-        return (StatusCode::BAD_REQUEST, [("content-type", "text/xml")], error);
+        return error(StatusCode::BAD_REQUEST, "ValidationError", &format!("Stack with id {asked} does not exist"));
     };
     let mut cancel = shared.cancel_after_next_describe.lock().unwrap();
     if *cancel {
@@ -166,6 +205,25 @@ async fn describe(State(shared): State<Arc<Shared>>, body: String) -> impl IntoR
         "<DescribeStackResourceResponse xmlns=\"http://cloudformation.amazonaws.com/doc/2010-05-15/\"><DescribeStackResourceResult><StackResourceDetail><StackId>{stack_id}</StackId><StackName>import-db</StackName><LogicalResourceId>{logical_id}</LogicalResourceId>{}<ResourceType>Custom::ReversePrivateLink</ResourceType><LastUpdatedTimestamp>2026-11-25T06:00:00Z</LastUpdatedTimestamp><ResourceStatus>{status}</ResourceStatus>{}</StackResourceDetail></DescribeStackResourceResult><ResponseMetadata><RequestId>0</RequestId></ResponseMetadata></DescribeStackResourceResponse>",
         resource.physical_id.map(|id| format!("<PhysicalResourceId>{id}</PhysicalResourceId>")).unwrap_or_default(),
         resource.reason.map(|r| format!("<ResourceStatusReason>{r}</ResourceStatusReason>")).unwrap_or_default(),
+    );
+    (StatusCode::OK, [("content-type", "text/xml")], xml)
+}
+
+/// `DescribeStacks`: the status a test set, else the one the resource's request implies.
+fn describe_stack(shared: &Shared, body: &str) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    let stack_id = shared.stack_id.lock().unwrap().clone();
+    let asked = body.split('&').find_map(|p| p.strip_prefix("StackName=")).map(decode).unwrap_or_default();
+    let resource = shared.resource.lock().unwrap().clone();
+    let set = shared.stack_status.lock().unwrap().clone();
+    let Some(status) = set.or(resource.status).filter(|_| asked == stack_id) else {
+        return error(StatusCode::BAD_REQUEST, "ValidationError", &format!("Stack with id {asked} does not exist"));
+    };
+    let status = match status.as_str() {
+        "DELETE_IN_PROGRESS" | "DELETE_COMPLETE" | "DELETE_FAILED" => "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS".to_string(),
+        _ => status,
+    };
+    let xml = format!(
+        "<DescribeStacksResponse xmlns=\"http://cloudformation.amazonaws.com/doc/2010-05-15/\"><DescribeStacksResult><Stacks><member><StackId>{stack_id}</StackId><StackName>import-db</StackName><CreationTime>2026-11-25T06:00:00Z</CreationTime><StackStatus>{status}</StackStatus></member></Stacks></DescribeStacksResult><ResponseMetadata><RequestId>0</RequestId></ResponseMetadata></DescribeStacksResponse>"
     );
     (StatusCode::OK, [("content-type", "text/xml")], xml)
 }

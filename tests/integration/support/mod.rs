@@ -5,3 +5,4 @@ pub mod http;
 pub mod moto;
 pub mod proxy;
 pub mod runtime;
+pub mod simulator;

@@ -8,7 +8,8 @@ an Aurora cluster of two instances; runs the binary as the template's two functi
 each behind a Lambda Runtime API of its own, and plays through the builder:
 events/database-security-groups.json and create.json (the cluster's identifier alone);
 a failover in the emulator followed by events/rds-failover.json through the follower
-(the target moves to the new writer); update.json and delete.json through the builder.
+(the target moves to the new writer); update.json and delete.json through the builder;
+after the Create and after breaking the path, a `{"Diagnose": {}}` report from the builder.
 Each CloudFormation answer is received on a local listener; at the end nothing may be
 left in the emulator.
 Needs only boto3, moto and dnslib (the Makefile's venv) and the binary; no AWS account.
@@ -144,6 +145,16 @@ def describe_rules(ec2, group, mark_added=False):
             text += " (added by the function, removed with the stack)"
         shown.append(text)
     return shown or ["no rules"]
+
+
+def print_report(report):
+    """A Diagnose report as a person reads it: a line per check, marked ok or FAIL."""
+    print(f"    Ok: {report['Ok']}" + (f" ({report['Detail']})" if report.get("Detail") else ""))
+    for chain in report["Chains"]:
+        print(f"    {chain['ServiceId']} ({chain['ServiceName']})")
+        for check in chain["Checks"]:
+            mark = "ok  " if check["Ok"] else "FAIL"
+            print(f"      {mark} {check['Check']}: {check['Detail']}")
 
 
 def writer(rds):
@@ -302,6 +313,16 @@ def main():
                 sys.exit(f"{name}: the invocation failed: {detail}")
             return time.monotonic() - started
 
+        def diagnose(why):
+            """The builder invoked directly, as the stack's DiagnoseCommand output does."""
+            how, body = builder.invoke(f"diagnose-{time.monotonic_ns()}", {"Diagnose": {}})
+            if how != "response":
+                sys.exit(f"Diagnose: the invocation failed: {body}")
+            print(f"\n==> Diagnose ({why}): aws lambda invoke --payload '{{\"Diagnose\": {{}}}}' to the builder")
+            report = json.loads(body)
+            print_report(report)
+            return report
+
         def play(name):
             template = json.loads((ROOT / "events" / f"{name}.json").read_text())
             event = fill(template, {**values, "ResponseURL": cloudformation.url(template["RequestId"])})
@@ -335,6 +356,9 @@ def main():
             print(f"    load balancer security group {group} (its own): " + "; ".join(describe_rules(ec2, group)) + " (nothing in: PrivateLink needs no inbound rule)")
         print(f"    database security group {world['security_group']}: " + "; ".join(describe_rules(ec2, world["security_group"], mark_added=True)))
         print("    Give the consumer ServiceName and AvailabilityZoneIds (zone names differ between accounts, zone IDs do not).")
+        report = diagnose("the path as built")
+        if not report["Ok"]:
+            sys.exit("    the fresh chain does not diagnose as healthy")
 
         target_group = data["TargetGroupArn"]
         before, old_writer = targets(elb, target_group), writer(rds)
@@ -356,6 +380,15 @@ def main():
         principals = ec2.describe_vpc_endpoint_service_permissions(ServiceId=updated["PhysicalResourceId"])["AllowedPrincipals"]
         print(f"    same service ID: {updated['PhysicalResourceId'] == created['PhysicalResourceId']}; zones served: {updated['Data']['AvailabilityZoneIds']}")
         print(f"    allowed principals: {', '.join(sorted(p['Principal'] for p in principals))}")
+
+        # Someone removes the rule that lets the load balancer into the database: the path breaks.
+        rules = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [world["security_group"]]}])["SecurityGroupRules"]
+        added = [r["SecurityGroupRuleId"] for r in rules if not r["IsEgress"] and "ReferencedGroupInfo" in r]
+        ec2.revoke_security_group_ingress(GroupId=world["security_group"], SecurityGroupRuleIds=added)
+        print(f"\n==> someone removes {', '.join(added)} from the database's security group {world['security_group']}")
+        report = diagnose("after that")
+        if report["Ok"]:
+            sys.exit("    the diagnosis missed the broken path")
 
         play("delete")
         print(f"    database security group {world['security_group']}: " + "; ".join(describe_rules(ec2, world["security_group"], mark_added=True)))

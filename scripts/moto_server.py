@@ -11,11 +11,20 @@ and the demo start it instead of `moto_server`. Each patch models what AWS docum
 - A Multi-AZ DB instance outside a cluster reports `SecondaryAvailabilityZone`, another zone of its DB
   subnet group (RDS API reference, DBInstance), and `RebootDBInstance` of it fails over: the two zones swap,
   as `ForceFailover` does on AWS.
+- A network load balancer reports `EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic`: `on` once it has
+  security groups (AWS's default, ELB user guide, "Security groups for your NLB"), else what
+  `SetSecurityGroups` last set (moto drops the parameter).
+- `DescribeVpcEndpointConnections` answers, with no connections: an endpoint service no consumer has
+  connected to yet (a test that needs connections adds them at its proxy).
 """
 
 import sys
 
+from moto.core.responses import ActionResult
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface
+from moto.ec2.responses.vpc_service_configuration import VPCEndpointServiceConfiguration
+from moto.elbv2.models import FakeLoadBalancer
+from moto.elbv2.responses import ELBV2Response
 from moto.rds.models import DBInstance, RDSBackend
 
 
@@ -61,7 +70,33 @@ def _reboot(original):
     return reboot_db_instance
 
 
+def _enforcement(self):
+    if getattr(self, "_enforcement", None):
+        return self._enforcement
+    return "on" if getattr(self, "security_groups", None) else None
+
+
+def _set_security_groups(original):
+    def set_security_groups(self):
+        result = original(self)
+        enforce = self._get_param("EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic")
+        if enforce:
+            balancer = self.elbv2_backend.load_balancers.get(self._get_param("LoadBalancerArn"))
+            if balancer is not None:
+                balancer._enforcement = enforce
+        return result
+
+    return set_security_groups
+
+
+def _describe_vpc_endpoint_connections(self):
+    return ActionResult({"VpcEndpointConnections": []})
+
+
 NetworkInterface.get_filter_value = _interface_filter(NetworkInterface.get_filter_value)
+VPCEndpointServiceConfiguration.describe_vpc_endpoint_connections = _describe_vpc_endpoint_connections
+FakeLoadBalancer.enforce_security_group_inbound_rules_on_private_link_traffic = property(_enforcement)
+ELBV2Response.set_security_groups = _set_security_groups(ELBV2Response.set_security_groups)
 RDSBackend.modify_db_subnet_group = _modify_db_subnet_group
 DBInstance.secondary_availability_zone = property(_secondary_zone)
 RDSBackend.reboot_db_instance = _reboot(RDSBackend.reboot_db_instance)

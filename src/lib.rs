@@ -5,15 +5,16 @@
 //! Three rooms, each calling only the next: [`cloudformation`] (the protocol)
 //! → [`resource`], [`spec`] and [`resolve`] (the desired state) → [`chain`]
 //! (the AWS calls). Beside the protocol, [`sync`] handles the schedule and RDS
-//! events and shares the chain; [`database`] says who the writer is.
-//! [`incoming`] sorts each event to its room; [`deadline`] keeps every room
-//! within the invocation's time.
+//! events and [`diagnose`] a direct request for a report; both share the chain;
+//! [`database`] says who the writer is. [`incoming`] sorts each event to its room;
+//! [`deadline`] keeps every room within the invocation's time.
 
 pub mod aws;
 pub mod chain;
 pub mod cloudformation;
 pub mod database;
 pub mod deadline;
+pub mod diagnose;
 pub mod error;
 pub mod incoming;
 pub mod resolve;
@@ -23,7 +24,8 @@ pub mod sync;
 
 use aws_config::SdkConfig;
 use lambda_runtime::LambdaEvent;
-use tracing::error;
+use serde_json::{Value, json};
+use tracing::{error, warn};
 
 use aws::Aws;
 use cloudformation::ResponseSender;
@@ -38,9 +40,13 @@ pub use aws::config_loader as aws_config_loader;
 /// The Lambda function: one custom resource and the way to answer CloudFormation,
 /// and the sync that keeps its chains on the database writer.
 pub struct Function {
+    aws: Aws,
+    databases: Databases,
     resource: ReversePrivateLink,
     sender: ResponseSender,
     sync: Sync,
+    /// The stack whose chains a diagnosis reports (the template sets it).
+    stack_id: Option<String>,
 }
 
 impl Function {
@@ -59,24 +65,47 @@ impl Function {
         let aws = Aws::new(config);
         let databases = Databases::new(aws.rds.clone(), aws.ec2.clone(), dns);
         let sync = Sync::new(aws.clone(), databases.clone());
-        Function { resource: ReversePrivateLink::new(aws, databases), sender, sync }
+        let stack_id = std::env::var(sync::STACK_ENV).ok().filter(|s| !s.is_empty());
+        let resource = ReversePrivateLink::new(aws.clone(), databases.clone());
+        Function { aws, databases, resource, sender, sync, stack_id }
     }
 
-    /// Handles one invocation; an error asks Lambda to deliver the event again.
-    pub async fn handle(&self, event: LambdaEvent<Incoming>) -> Result<(), lambda_runtime::Error> {
+    /// Handles one invocation and returns what the invoker reads (null but for a
+    /// diagnosis); an error asks Lambda to deliver the event again.
+    pub async fn handle(&self, event: LambdaEvent<Incoming>) -> Result<Value, lambda_runtime::Error> {
         let deadline = Deadline::from_epoch_millis(event.context.deadline);
         match event.payload {
             // Boxed: the chain's nested futures are too deep a type for the runtime's own future to lay out.
             Incoming::CloudFormation(payload) => {
-                Ok(Box::pin(cloudformation::serve(&self.resource, &self.sender, payload, deadline)).await?)
+                Box::pin(cloudformation::serve(&self.resource, &self.sender, payload, deadline)).await?;
+                Ok(Value::Null)
             }
             Incoming::EventBridge(event) => {
                 Box::pin(self.sync.serve(&event, deadline)).await;
-                Ok(())
+                Ok(Value::Null)
+            }
+            Incoming::Diagnose => {
+                let report = diagnose::diagnose(&self.aws, &self.databases, self.stack_id.as_deref());
+                let report = tokio::time::timeout_at(deadline.work_until, Box::pin(report)).await;
+                Ok(report
+                    .map(|report| report.to_json())
+                    .unwrap_or_else(|_| json!({"Ok": false, "Chains": [], "Detail": "the diagnosis ran out of time"})))
+            }
+            Incoming::NotUnderstood(payload) => {
+                warn!(%payload, "a payload that is neither a CloudFormation request, an EventBridge event nor a diagnosis");
+                // A response, not an error: an asynchronous sender would retry an error.
+                Ok(json!({
+                    "Error": "the payload was not understood",
+                    "Understood": [
+                        "a CloudFormation custom-resource request (RequestType, ResponseURL, StackId, ...)",
+                        "an EventBridge event: the schedule (aws.events, Scheduled Event) or an RDS event (aws.rds)",
+                        {"Diagnose": {}},
+                    ],
+                }))
             }
             Incoming::Unreadable(why) => {
                 error!(error = %why, "the event cannot be read, so it has no ResponseURL to answer; ending the invocation without a response");
-                Ok(())
+                Ok(Value::Null)
             }
         }
     }

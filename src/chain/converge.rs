@@ -73,6 +73,8 @@ impl Chain<'_> {
         let (elb, ec2) = (&self.aws.elb, &self.aws.ec2);
         let tags = tags::Tags::new(&self.owner, &want.generation, &want.spec.tags, &want.dropped_tag_keys);
         let target_group_tags = tags.for_target_group(want.resolved.follows.as_deref());
+        let service_tags = tags.for_service(&want.spec.allowed_principals);
+        let load_balancer_tags = tags.for_load_balancer(&want.spec.consumer_zone_ids);
         let mut existing = existing.cloned().unwrap_or_default();
 
         // The target group first: a load balancer of this generation exists only if its
@@ -92,8 +94,15 @@ impl Chain<'_> {
         }
 
         let load_balancer_side = async {
-            let (lb_arn, fresh_lb) =
-                load_balancer::ensure(elb, existing.load_balancers.first(), want, &groups, &tags, progress).await?;
+            let (lb_arn, fresh_lb) = load_balancer::ensure(
+                elb,
+                existing.load_balancers.first(),
+                want,
+                &groups,
+                &load_balancer_tags,
+                progress,
+            )
+            .await?;
             let (lb, ()) = tokio::try_join!(
                 load_balancer::wait_active(elb, &lb_arn, fresh_lb, MAX_STATE_WAIT, progress),
                 async {
@@ -111,7 +120,7 @@ impl Chain<'_> {
             let (listener_arn, (), (service, fresh_service)) = tokio::try_join!(
                 listener::ensure(elb, &lb_arn, &tg_arn, want.resolved.port, known, &tags, progress),
                 load_balancer::ensure_cross_zone(elb, &lb_arn, want.spec.cross_zone, fresh_lb, progress),
-                endpoint_service::ensure(ec2, existing.services.first(), &lb.arn, want, &tags, progress),
+                endpoint_service::ensure(ec2, existing.services.first(), &lb.arn, want, &service_tags, progress),
             )?;
             Ok((lb, listener_arn, service, fresh_service))
         };
@@ -156,11 +165,13 @@ impl Chain<'_> {
         let (elb, ec2) = (&self.aws.elb, &self.aws.ec2);
         let tags = tags::Tags::new(&self.owner, &want.generation, &want.spec.tags, &want.dropped_tag_keys);
         let target_group_tags = tags.for_target_group(want.resolved.follows.as_deref());
+        let service_tags = tags.for_service(&want.spec.allowed_principals);
+        let load_balancer_tags = tags.for_load_balancer(&want.spec.consumer_zone_ids);
         let (lb, tg, service) = (&group.load_balancers[0], &group.target_groups[0], &group.services[0]);
 
         let load_balancer_side = async {
             let groups = self.load_balancer_groups(want, group, &tags, progress).await?;
-            load_balancer::ensure(elb, Some(lb), want, &groups, &tags, progress).await?;
+            load_balancer::ensure(elb, Some(lb), want, &groups, &load_balancer_tags, progress).await?;
             // A load balancer that is not active yet (a Create moments ago) is waited for.
             if !lb.active {
                 load_balancer::wait_active(elb, &lb.arn, false, MAX_STATE_WAIT, progress).await?;
@@ -189,7 +200,7 @@ impl Chain<'_> {
             target_side,
             listener::ensure(elb, &lb.arn, &tg.arn, want.resolved.port, known, &tags, progress),
             load_balancer::ensure_cross_zone(elb, &lb.arn, want.spec.cross_zone, false, progress),
-            endpoint_service::ensure(ec2, Some(service), &lb.arn, want, &tags, progress),
+            endpoint_service::ensure(ec2, Some(service), &lb.arn, want, &service_tags, progress),
             endpoint_service::ensure_principals(ec2, &service.id, &want.spec.allowed_principals, false, progress),
             // Before answering: whether the requester still waits.
             progress.checkpoint(),

@@ -22,6 +22,8 @@ pub struct EndpointService {
     pub load_balancer_arns: Vec<String>,
     /// Regions besides the service's own where consumers may connect.
     pub supported_regions: BTreeSet<String>,
+    /// `Available`, `Pending`, `Failed`, … as AWS reports it (empty when only known by ID).
+    pub state: String,
     pub generation: String,
     pub tags: BTreeMap<String, String>,
 }
@@ -35,6 +37,7 @@ impl EndpointService {
             acceptance_required: false,
             load_balancer_arns: Vec::new(),
             supported_regions: BTreeSet::new(),
+            state: String::new(),
             generation,
             tags: BTreeMap::new(),
         }
@@ -53,6 +56,7 @@ impl EndpointService {
             .collect();
         EndpointService {
             supported_regions,
+            state: service.service_state.map(|s| s.as_str().to_string()).unwrap_or_default(),
             id: service.service_id.unwrap_or_default(),
             name: service.service_name.unwrap_or_default(),
             acceptance_required: service.acceptance_required.unwrap_or_default(),

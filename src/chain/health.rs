@@ -95,7 +95,13 @@ pub async fn wait_healthy(
             return Ok(health);
         }
         if Instant::now() + POLL >= until {
-            let mut problems: Vec<String> = sick.iter().map(|t| diagnose(t, want, load_balancer_groups)).collect();
+            let path = Path {
+                port: want.resolved.port,
+                load_balancer_groups,
+                load_balancer_cidrs: want.resolved.network.blocks.cidrs(),
+                database_groups: &want.resolved.database_security_groups,
+            };
+            let mut problems: Vec<String> = sick.iter().map(|t| diagnose(t, &path)).collect();
             problems
                 .extend(missing.iter().map(|ip| format!("the database at {ip} is not registered in the target group")));
             return Err(Error::Unhealthy(problems.join("; ")));
@@ -108,18 +114,25 @@ pub async fn wait_healthy(
     }
 }
 
+/// The path from the load balancer to the database, as a diagnosis names it.
+pub struct Path<'a> {
+    pub port: u16,
+    pub load_balancer_groups: &'a BTreeSet<String>,
+    /// Where the load balancer's addresses are, for a load balancer without security groups.
+    pub load_balancer_cidrs: Vec<String>,
+    pub database_groups: &'a BTreeSet<String>,
+}
+
 /// What is wrong with `target` and what to do about it.
-fn diagnose(target: &TargetHealth, want: &Desired<'_>, load_balancer_groups: &BTreeSet<String>) -> String {
+pub fn diagnose(target: &TargetHealth, path: &Path<'_>) -> String {
     let at = format!("{}:{}", target.id, target.port);
-    let port = want.resolved.port;
+    let port = path.port;
     let reason = target.reason.as_deref().unwrap_or("no reason given");
-    let from = match load_balancer_groups.iter().map(String::as_str).collect::<Vec<_>>().join(", ") {
-        groups if groups.is_empty() => {
-            format!("the load balancer's subnets ({})", want.resolved.network.blocks.cidrs().join(", "))
-        }
+    let from = match path.load_balancer_groups.iter().map(String::as_str).collect::<Vec<_>>().join(", ") {
+        groups if groups.is_empty() => format!("the load balancer's subnets ({})", path.load_balancer_cidrs.join(", ")),
         groups => format!("{groups} (the load balancer's security group)"),
     };
-    let into = match want.resolved.database_security_groups.iter().map(String::as_str).collect::<Vec<_>>().join(", ") {
+    let into = match path.database_groups.iter().map(String::as_str).collect::<Vec<_>>().join(", ") {
         groups if groups.is_empty() => "the database's security group".to_string(),
         groups => format!("{groups} (the database's)"),
     };

@@ -29,6 +29,9 @@ pub struct LoadBalancer {
     pub enforce_inbound_on_private_link: Option<bool>,
     /// Whether it was active when described.
     pub active: bool,
+    pub internal: bool,
+    /// Subnet ID → zone name.
+    pub zones: BTreeMap<String, String>,
     pub generation: String,
     pub tags: BTreeMap<String, String>,
 }
@@ -40,12 +43,25 @@ impl LoadBalancer {
             name: lb.load_balancer_name.unwrap_or_default(),
             dns_name: lb.dns_name.unwrap_or_default(),
             vpc_id: lb.vpc_id.unwrap_or_default(),
-            subnets: lb.availability_zones.unwrap_or_default().into_iter().filter_map(|az| az.subnet_id).collect(),
+            subnets: lb
+                .availability_zones
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|az| az.subnet_id)
+                .collect(),
             security_groups: lb.security_groups.unwrap_or_default().into_iter().collect(),
             enforce_inbound_on_private_link: lb
                 .enforce_security_group_inbound_rules_on_private_link_traffic
                 .map(|value| value.eq_ignore_ascii_case("on")),
             active: lb.state.and_then(|s| s.code) == Some(LoadBalancerStateEnum::Active),
+            internal: lb.scheme == Some(LoadBalancerSchemeEnum::Internal),
+            zones: lb
+                .availability_zones
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|az| Some((az.subnet_id?, az.zone_name?)))
+                .collect(),
             generation: String::new(),
             tags: BTreeMap::new(),
         }
@@ -65,6 +81,8 @@ pub fn from_index(arn: String, tags: BTreeMap<String, String>, generation: Strin
         security_groups: BTreeSet::new(),
         enforce_inbound_on_private_link: None,
         active: false,
+        internal: true,
+        zones: BTreeMap::new(),
         generation,
         tags,
     }
@@ -163,7 +181,7 @@ pub async fn ensure(
             .await
             .map_err(Error::aws("changing the load balancer's subnets (SetSubnets)"))?;
     }
-    // Enforcement is set only with security groups; an emulator that does not report it gets it set again.
+    // Enforcement is set only with security groups (AWS reports it for a load balancer that has some).
     let enforcement_differs = !groups.is_empty() && lb.enforce_inbound_on_private_link != Some(enforce);
     if (&lb.security_groups != groups || enforcement_differs) && !lb.security_groups.is_empty() {
         set_security_groups(elb, &lb.arn, groups, enforce, false, progress).await?;
@@ -382,6 +400,8 @@ mod tests {
             security_groups: BTreeSet::new(),
             enforce_inbound_on_private_link: None,
             active: true,
+            internal: true,
+            zones: BTreeMap::new(),
             generation: "g".into(),
             tags: BTreeMap::new(),
         };

@@ -5,15 +5,15 @@
 //! all take the same path.
 
 mod converge;
-mod endpoint_service;
-mod health;
+pub mod endpoint_service;
+pub mod health;
 pub mod ingress;
 mod inventory;
-mod listener;
-mod load_balancer;
+pub mod listener;
+pub mod load_balancer;
 pub mod network;
 mod poll;
-mod rules;
+pub mod rules;
 mod security_group;
 mod tags;
 pub mod target_group;
@@ -37,7 +37,8 @@ pub use load_balancer::LoadBalancer;
 pub use network::{Network, Zone};
 pub use security_group::SecurityGroup;
 pub use tags::{
-    ANSWERED_TAG, DATABASE_TAG, GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG, describe_elb as describe_elb_tags,
+    ANSWERED_TAG, CONSUMER_ZONES_TAG, DATABASE_TAG, GENERATION_TAG, LOGICAL_ID_TAG, PRINCIPALS_TAG, STACK_ID_TAG,
+    describe_elb as describe_elb_tags, ec2_map, principals_record,
 };
 pub use target_group::TargetGroup;
 

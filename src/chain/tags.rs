@@ -18,6 +18,24 @@ pub const ANSWERED_TAG: &str = "reverse-privatelink:answered";
 /// user named it. The writer sync finds the chains it keeps up to date by this tag.
 pub const DATABASE_TAG: &str = "reverse-privatelink:database";
 
+/// On the endpoint service: the principals it should allow (see [`principals_record`]).
+pub const PRINCIPALS_TAG: &str = "reverse-privatelink:principals";
+/// On the load balancer: the consumer's zone IDs, space-separated.
+pub const CONSUMER_ZONES_TAG: &str = "reverse-privatelink:consumer-zones";
+
+/// The principals, space-separated; or, past a tag value's 256 characters, their
+/// digest (`fnv:` and 16 hex digits), which still tells whether they changed.
+pub fn principals_record(principals: &BTreeSet<String>) -> String {
+    let joined = principals.iter().cloned().collect::<Vec<_>>().join(" ");
+    if joined.len() <= 256 {
+        return joined;
+    }
+    let hash = joined
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3));
+    format!("fnv:{hash:016x}")
+}
+
 /// DescribeTags takes at most 20 ARNs.
 const DESCRIBE_TAGS_BATCH: usize = 20;
 
@@ -39,15 +57,35 @@ impl Tags {
         Tags { wanted, dropped }
     }
 
-    /// The target group's tags: these plus the database it follows, or without it.
-    pub fn for_target_group(&self, follows: Option<&str>) -> Tags {
+    /// These tags with `key` set to `value`, or dropped where there is none.
+    pub fn with(&self, key: &str, value: Option<String>) -> Tags {
         let (mut wanted, mut dropped) = (self.wanted.clone(), self.dropped.clone());
-        if let Some(database) = follows {
-            wanted.insert(DATABASE_TAG.to_string(), database.to_string());
-        } else {
-            dropped.insert(DATABASE_TAG.to_string());
+        match value {
+            Some(value) => {
+                wanted.insert(key.to_string(), value);
+            }
+            None => {
+                dropped.insert(key.to_string());
+            }
         }
         Tags { wanted, dropped }
+    }
+
+    /// The target group's tags: these plus the database it follows, or without it.
+    pub fn for_target_group(&self, follows: Option<&str>) -> Tags {
+        self.with(DATABASE_TAG, follows.map(str::to_string))
+    }
+
+    /// The endpoint service's tags: these plus the principals it should allow, so that a
+    /// diagnosis can tell a principal added or removed by hand.
+    pub fn for_service(&self, principals: &BTreeSet<String>) -> Tags {
+        self.with(PRINCIPALS_TAG, Some(principals_record(principals)))
+    }
+
+    /// The load balancer's tags: these plus the consumer's zone IDs, when given.
+    pub fn for_load_balancer(&self, consumer_zone_ids: &BTreeSet<String>) -> Tags {
+        let zones = consumer_zone_ids.iter().cloned().collect::<Vec<_>>().join(" ");
+        self.with(CONSUMER_ZONES_TAG, Some(zones).filter(|z| !z.is_empty()))
     }
 
     pub fn elb(&self) -> Vec<elbv2::types::Tag> {

@@ -423,11 +423,22 @@ impl ReversePrivateLink {
     }
 }
 
+/// What follows the last `marker` of an ARN: `targetgroup/name/id` after ":",
+/// `net/name/id` after ":loadbalancer/".
+fn arn_suffix(arn: &str, marker: &str) -> String {
+    arn.rsplit_once(marker).map(|(_, suffix)| suffix.to_string()).unwrap_or_default()
+}
+
 fn success(spec: &Spec, built: Built, resolution: Resolution) -> Success {
     let join = |items: Vec<String>| items.join(",");
     let database = spec.database().map(|d| d.as_given().to_string()).unwrap_or_default();
     let writer_instance = resolution.writer.and_then(|w| w.instance).unwrap_or_default();
+    // The dimensions CloudWatch's AWS/NetworkELB metrics name them by (an alarm reads them).
+    let target_group_dimension = arn_suffix(&built.target_group_arn, ":");
+    let load_balancer_dimension = arn_suffix(&built.load_balancer_arn, ":loadbalancer/");
     let data = BTreeMap::from([
+        ("TargetGroupDimension".to_string(), target_group_dimension),
+        ("LoadBalancerDimension".to_string(), load_balancer_dimension),
         ("ServiceId".to_string(), built.service_id.clone()),
         ("ServiceName".to_string(), built.service_name),
         ("LoadBalancerArn".to_string(), built.load_balancer_arn),

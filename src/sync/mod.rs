@@ -400,7 +400,19 @@ fn report(follower: &Follower, outcome: Result<Outcome>, millis: u64) -> Action 
             if let (Some(problem), true) = (&problem, unchanged) {
                 warn!(database, target_group, old, new, writer_instance = instance, action, millis, "{problem}");
             } else if let Some(problem) = problem {
-                error!(database, target_group, old, new, writer_instance = instance, action, millis, "{problem}");
+                // `problem` is what the stack's metric filter counts, beside action = failed.
+                let problem_kind = "zone-not-served";
+                error!(
+                    database,
+                    target_group,
+                    old,
+                    new,
+                    writer_instance = instance,
+                    action,
+                    millis,
+                    problem = problem_kind,
+                    "{problem}"
+                );
             } else if unchanged {
                 info!(database, target_group, old, new, writer_instance = instance, action, millis, "writer unchanged");
             } else {

@@ -46,6 +46,7 @@ fn group() -> Group {
             acceptance_required: false,
             load_balancer_arns: vec![],
             supported_regions: Default::default(),
+            state: "Available".into(),
             generation: "0123abcd".into(),
             tags: BTreeMap::new(),
         }],

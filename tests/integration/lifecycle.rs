@@ -7,7 +7,9 @@ use serde_json::{Value, json};
 use crate::support::harness::{CONSUMER, ChainView, Harness, LOGICAL_ID, SECOND_CONSUMER, WRITER_IP, new_request_id};
 use crate::support::moto::Moto;
 use crate::support::proxy::{Fault, Proxy};
-use reverse_privatelink::chain::{ANSWERED_TAG, GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG, generation};
+use reverse_privatelink::chain::{
+    ANSWERED_TAG, GENERATION_TAG, LOGICAL_ID_TAG, PRINCIPALS_TAG, STACK_ID_TAG, generation,
+};
 
 fn id(answer: &Value) -> String {
     answer["PhysicalResourceId"].as_str().unwrap().to_string()
@@ -31,6 +33,11 @@ async fn create_builds_every_resource_with_the_right_settings() {
     assert_eq!(data["AvailabilityZones"], "us-east-1a,us-east-1b,us-east-1c");
     assert_eq!(data["AvailabilityZoneIds"], h.seed.zone_ids.join(","));
     assert_eq!(data["TargetIps"], WRITER_IP);
+    // As CloudWatch's AWS/NetworkELB dimensions name them: targetgroup/<name>/<id> and net/<name>/<id>.
+    let after = |arn: &str, marker: &str| arn.rsplit_once(marker).unwrap().1.to_string();
+    assert_eq!(data["TargetGroupDimension"], after(&chain.target_group_arn, ":"));
+    assert!(data["TargetGroupDimension"].as_str().unwrap().starts_with("targetgroup/import-db-"), "{data}");
+    assert_eq!(data["LoadBalancerDimension"], after(&chain.load_balancer_arn, ":loadbalancer/"));
 
     assert_eq!(chain.scheme, "internal");
     assert_eq!(chain.load_balancer_type, "network");
@@ -136,6 +143,8 @@ async fn updates_change_exactly_the_property_that_changed() {
         |p| p["AllowedPrincipals"] = json!([CONSUMER, SECOND_CONSUMER]),
         |v| {
             v.principals.insert(SECOND_CONSUMER.to_string());
+            // The service records what it should allow, for a diagnosis to compare with.
+            v.service_tags.insert(PRINCIPALS_TAG.into(), format!("{CONSUMER} {SECOND_CONSUMER}"));
         },
     )
     .await;
@@ -146,6 +155,7 @@ async fn updates_change_exactly_the_property_that_changed() {
         |p| p["AllowedPrincipals"] = json!([SECOND_CONSUMER]),
         |v| {
             v.principals.remove(CONSUMER);
+            v.service_tags.insert(PRINCIPALS_TAG.into(), SECOND_CONSUMER.into());
         },
     )
     .await;

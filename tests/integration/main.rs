@@ -5,6 +5,7 @@
 mod binary;
 mod connections;
 mod databases;
+mod diagnose;
 mod following;
 mod lifecycle;
 mod privileges;

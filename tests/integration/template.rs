@@ -230,3 +230,86 @@ fn the_follower_may_read_and_move_this_stacks_targets_only() {
         assert!(token.contains("Function.Arn"), "{resource}: {token}");
     }
 }
+
+#[test]
+fn the_stack_tells_the_producer_through_its_own_topic() {
+    let template = template();
+    let resources = &template["Resources"];
+    let text = |value: &Yaml| serde_norway::to_string(value).unwrap();
+
+    // Exactly PrivateLink (for this stack's service) and CloudWatch (for its alarms) may publish.
+    let statements =
+        resources["NotificationTopicPolicy"]["Properties"]["PolicyDocument"]["Statement"].as_sequence().unwrap();
+    let principals: Vec<String> =
+        statements.iter().map(|s| text(&s["Principal"]["Service"]).trim().to_string()).collect();
+    assert_eq!(principals, ["vpce.amazonaws.com", "cloudwatch.amazonaws.com"]);
+    for statement in statements {
+        assert_eq!(statement["Action"].as_str(), Some("sns:Publish"));
+        let condition = text(&statement["Condition"]);
+        assert!(condition.contains("aws:SourceAccount") && condition.contains("aws:SourceArn"), "{condition}");
+    }
+    assert!(text(&statements[0]["Condition"]).contains("vpc-endpoint-service/${ReversePrivateLink}"));
+    let alarms = text(&statements[1]["Condition"]);
+    assert!(alarms.contains("PathBrokenAlarm.Arn") && alarms.contains("FollowerFailingAlarm.Arn"), "{alarms}");
+    assert!(text(&resources["NotificationEmailSubscription"]).contains("NotificationEmail"));
+
+    // The consumer's connections, on the custom resource's service (re-created with a replacement).
+    let notification = &resources["ConsumerConnectionNotification"]["Properties"];
+    assert_eq!(text(&notification["ServiceId"]).trim(), "!Ref ReversePrivateLink");
+    let events: Vec<&str> =
+        notification["ConnectionEvents"].as_sequence().unwrap().iter().filter_map(Yaml::as_str).collect();
+    assert_eq!(events, ["Connect", "Accept", "Reject", "Delete"]);
+    assert_eq!(text(&notification["ConnectionNotificationArn"]).trim(), "!Ref NotificationTopic");
+
+    // No healthy host for 3 minutes, on the chain's own target group and load balancer, from Data.
+    let path = &resources["PathBrokenAlarm"]["Properties"];
+    assert_eq!(
+        (path["Namespace"].as_str(), path["MetricName"].as_str()),
+        (Some("AWS/NetworkELB"), Some("HealthyHostCount"))
+    );
+    let dimensions = text(&path["Dimensions"]);
+    assert!(
+        dimensions.contains("Name: TargetGroup") && dimensions.contains("ReversePrivateLink.TargetGroupDimension"),
+        "{dimensions}"
+    );
+    assert!(
+        dimensions.contains("Name: LoadBalancer") && dimensions.contains("ReversePrivateLink.LoadBalancerDimension"),
+        "{dimensions}"
+    );
+    assert_eq!((number(&path["Period"]) * number(&path["EvaluationPeriods"]), number(&path["Threshold"])), (180, 1));
+    assert_eq!(path["ComparisonOperator"].as_str(), Some("LessThanThreshold"));
+    for actions in ["AlarmActions", "OKActions"] {
+        assert_eq!(text(&path[actions]).trim(), "- !Ref NotificationTopic", "{actions}");
+    }
+    assert!(
+        path["AlarmDescription"].as_str().is_some_and(|d| d.contains("DiagnoseCommand"))
+            || text(&path["AlarmDescription"]).contains("DiagnoseCommand")
+    );
+
+    // The follower failing for 15 minutes in a row, counted from its JSON log.
+    let filter = &resources["FollowerProblemsMetricFilter"]["Properties"];
+    assert_eq!(text(&filter["LogGroupName"]).trim(), "!Ref FollowerLogGroup");
+    let pattern = filter["FilterPattern"].as_str().unwrap();
+    assert!(
+        pattern.contains("$.fields.action = \"failed\"") && pattern.contains("$.fields.problem = \"zone-not-served\""),
+        "{pattern}"
+    );
+    let follower = &resources["FollowerFailingAlarm"]["Properties"];
+    assert_eq!(text(&follower["Namespace"]), text(&filter["MetricTransformations"][0]["MetricNamespace"]));
+    assert_eq!(follower["MetricName"], filter["MetricTransformations"][0]["MetricName"]);
+    assert_eq!(
+        (number(&follower["Period"]) * number(&follower["EvaluationPeriods"]), number(&follower["DatapointsToAlarm"])),
+        (900, 15)
+    );
+
+    for output in ["NotificationTopicArn", "DiagnoseCommand"] {
+        assert!(template["Outputs"].get(output).is_some(), "{output}");
+    }
+    let command = text(&template["Outputs"]["DiagnoseCommand"]["Value"]);
+    assert!(
+        command.contains("aws lambda invoke")
+            && command.contains("${Function}")
+            && command.contains("{\"Diagnose\": {}}"),
+        "{command}"
+    );
+}

@@ -282,8 +282,8 @@ pub fn new_request_id() -> String {
     format!("{:08x}-0000-4000-8000-{:012x}", std::process::id(), REQUESTS.fetch_add(1, Ordering::SeqCst))
 }
 
-/// Calls the function as the runtime would, with a deadline `deadline` from now.
-pub async fn invoke(function: &Function, event: Value, deadline: Duration) -> Result<(), lambda_runtime::Error> {
+/// Calls the function as the runtime would, with a deadline `deadline` from now; returns what the invoker reads.
+pub async fn invoke(function: &Function, event: Value, deadline: Duration) -> Result<Value, lambda_runtime::Error> {
     let mut context = Context::default();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     context.deadline = (now + deadline).as_millis() as u64;

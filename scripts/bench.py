@@ -293,14 +293,15 @@ def big_account(elb, subnets, vpc, load_balancers=1000, target_groups=3000):
         elb.create_target_group(Name=f"eks-tg-{i}", Protocol="TCP", Port=30000 + i % 1000, VpcId=vpc, TargetType="ip", Tags=tags)
 
 
-def zip_size_mb(binary):
+def zip_size(binary):
+    """Bytes of the binary zipped as bootstrap.zip (deflated, as cargo-lambda and sam package it)."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         info = zipfile.ZipInfo("bootstrap")
         info.external_attr = 0o755 << 16
         info.compress_type = zipfile.ZIP_DEFLATED
         archive.writestr(info, Path(binary).read_bytes())
-    return len(buffer.getvalue()) / 1e6
+    return len(buffer.getvalue())
 
 
 def main():
@@ -393,8 +394,9 @@ def main():
 
     start_ms = cold_start(args.binary)
     row("Cold start: exec to the first request for an event", f"{start_ms:.0f} ms", "≤ 100 ms", start_ms <= 100)
-    size = zip_size_mb(args.binary)
-    row("bootstrap.zip", f"{size:.1f} MB", "≤ 10 MB", size <= 10)
+    # The budget the README's Performance section explains (opt-level "z", fat LTO).
+    size = zip_size(args.binary)
+    row("bootstrap.zip", f"{size:,} bytes", "≤ 6,000,000 bytes", size <= 6_000_000)
 
     width = max(len(r[0]) for r in rows)
     print(f"\n| {'Figure'.ljust(width)} | Value | Budget | |")

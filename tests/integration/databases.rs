@@ -40,24 +40,6 @@ impl Harness {
         created.unwrap().subnet.unwrap().subnet_id.unwrap()
     }
 
-    /// A DB instance of the orders cluster in `zone`, its endpoint answering `address`.
-    async fn reader(&self, id: &str, zone: &str, address: &str) {
-        let instance = self
-            .rds
-            .create_db_instance()
-            .db_instance_identifier(id)
-            .db_cluster_identifier("orders")
-            .engine("aurora-mysql")
-            .db_instance_class("db.r6g.large")
-            .availability_zone(zone)
-            .send()
-            .await
-            .unwrap()
-            .db_instance
-            .unwrap();
-        self.dns.set(&instance.endpoint.unwrap().address.unwrap(), &[address.parse().unwrap()]);
-    }
-
     async fn update(&self, physical_id: &str, old: &Value, new: &Value) -> Value {
         self.send(&self.update_event(physical_id, old, new)).await
     }
@@ -177,7 +159,7 @@ async fn a_zone_of_the_database_the_given_subnets_miss_fails_what_the_user_chang
     let old = with(h.following("orders"), json!({"SubnetIds": &h.seed.subnets[..2]}));
     let created = h.create(&old).await;
     // A reader added since in a zone the subnets miss.
-    h.reader("orders-3", "us-east-1c", "10.0.3.50").await;
+    h.cluster_member("orders-3", "us-east-1c", "10.0.3.50").await;
     let mut principal = old.clone();
     principal["AllowedPrincipals"] = json!([crate::support::harness::CONSUMER, SECOND_CONSUMER]);
     let updated = h.update(&id(&created), &old, &principal).await;
@@ -211,7 +193,7 @@ async fn derived_subnets_stay_put_when_the_subnet_group_changes_and_gain_a_reade
     let group = [lower.clone(), h.seed.subnets[1].clone(), h.seed.subnets[2].clone(), zone_d.clone()];
     let modify = h.rds.modify_db_subnet_group().db_subnet_group_name("database-subnets");
     modify.set_subnet_ids(Some(group.to_vec())).send().await.unwrap();
-    h.reader("orders-3", "us-east-1d", "10.0.99.50").await;
+    h.cluster_member("orders-3", "us-east-1d", "10.0.99.50").await;
 
     let mut new = old.clone();
     new["AllowedPrincipals"] = json!([crate::support::harness::CONSUMER, SECOND_CONSUMER]);

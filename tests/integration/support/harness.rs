@@ -532,20 +532,7 @@ impl Harness {
             .unwrap();
         let mut members = Vec::new();
         for (id, zone, address) in [("orders-1", "us-east-1a", "10.0.1.50"), ("orders-2", "us-east-1b", "10.0.2.50")] {
-            let instance = self
-                .rds
-                .create_db_instance()
-                .db_instance_identifier(id)
-                .db_cluster_identifier("orders")
-                .engine("aurora-mysql")
-                .db_instance_class("db.r6g.large")
-                .availability_zone(zone)
-                .send()
-                .await
-                .unwrap()
-                .db_instance
-                .unwrap();
-            members.push(self.known(id, instance.endpoint.unwrap().address.unwrap(), address));
+            members.push(self.cluster_member(id, zone, address).await);
         }
         let solo = self
             .rds
@@ -572,6 +559,24 @@ impl Harness {
         let reader = members.pop().unwrap();
         let writer = members.pop().unwrap();
         DbSeed { cluster: "orders".into(), cluster_endpoint, writer, reader, solo, security_group }
+    }
+
+    /// An instance of the orders cluster in `zone`, its endpoint answering `address`.
+    pub async fn cluster_member(&self, id: &str, zone: &str, address: &str) -> DbInstance {
+        let instance = self
+            .rds
+            .create_db_instance()
+            .db_instance_identifier(id)
+            .db_cluster_identifier("orders")
+            .engine("aurora-mysql")
+            .db_instance_class("db.r6g.large")
+            .availability_zone(zone)
+            .send()
+            .await
+            .unwrap()
+            .db_instance
+            .unwrap();
+        self.known(id, instance.endpoint.unwrap().address.unwrap(), address)
     }
 
     fn known(&self, id: &str, endpoint: String, address: &str) -> DbInstance {

@@ -123,13 +123,9 @@ pub async fn by_id(ec2: &aws_sdk_ec2::Client, owner: &Owner, service_id: &str) -
 /// The idempotency token of one chain's service: a retried or re-delivered
 /// create returns the service made the first time instead of a second one.
 fn client_token(tags: &Tags) -> String {
-    let fnv = |text: &str| {
-        text.bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3))
-    };
     let tag = |key: &str| tags.wanted.get(key).map(String::as_str).unwrap_or_default();
     let owner = format!("{}/{}", tag(STACK_ID_TAG), tag(LOGICAL_ID_TAG));
-    format!("reverse-privatelink-{}-{:016x}", tag(tags::GENERATION_TAG), fnv(&owner))
+    format!("reverse-privatelink-{}-{}", tag(tags::GENERATION_TAG), super::stable_hash(&owner))
 }
 
 /// Creates the endpoint service on the load balancer, or brings an existing

@@ -38,11 +38,7 @@ pub struct IngressRule {
 
 /// The key of `stack_id`'s users tag.
 pub fn users_key(stack_id: &str) -> String {
-    // FNV-1a: stable across builds and platforms.
-    let hash = stack_id
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3));
-    format!("{USERS_TAG_PREFIX}{hash:016x}")
+    format!("{USERS_TAG_PREFIX}{}", super::stable_hash(stack_id))
 }
 
 /// Every chain using a rule, as (users key, `<logical ID>/<generation>`). A rule made

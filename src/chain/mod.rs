@@ -58,11 +58,16 @@ pub struct Owner {
 /// The generation of a chain built for `request_id`: the same request (a
 /// re-delivery) finds the same chain, another request (a replacement) gets its own.
 pub fn generation(request_id: &str) -> String {
-    // FNV-1a: stable across builds and platforms, unlike std's hasher.
-    let hash = request_id
+    stable_hash(request_id)[..GENERATION_LEN].to_string()
+}
+
+/// `text`'s 64-bit FNV-1a hash as 16 hex digits: stable across builds and platforms,
+/// unlike std's hasher, so names and tags derived from it stay the same.
+pub fn stable_hash(text: &str) -> String {
+    let hash = text
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3));
-    format!("{hash:016x}")[..GENERATION_LEN].to_string()
+    format!("{hash:016x}")
 }
 
 /// The spec resolved against the account: where the chain goes and what it forwards to.
@@ -337,5 +342,7 @@ mod tests {
         assert_eq!(generation("anything").len(), GENERATION_LEN);
         // Pinned: a change here would orphan chains built by an earlier release.
         assert_eq!(generation(""), "cbf29ce4");
+        // FNV-1a's published test vector for "a"; service tokens and rule tags derive from it too.
+        assert_eq!(stable_hash("a"), "af63dc4c8601ec8c");
     }
 }

@@ -30,10 +30,7 @@ pub fn principals_record(principals: &BTreeSet<String>) -> String {
     if joined.len() <= 256 {
         return joined;
     }
-    let hash = joined
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3));
-    format!("fnv:{hash:016x}")
+    format!("fnv:{}", super::stable_hash(&joined))
 }
 
 /// DescribeTags takes at most 20 ARNs.

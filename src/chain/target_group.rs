@@ -330,22 +330,14 @@ pub async fn set_targets(
     wanted: &Targets<'_>,
     fresh: bool,
 ) -> Result<TargetChange> {
-    let registered = register_fresh(elb, arn, current, wanted, fresh).await?;
+    let registered = register(elb, arn, current, wanted, fresh).await?;
     let deregistered = deregister_others(elb, arn, current, wanted).await?;
     Ok(TargetChange { registered, deregistered })
 }
 
 /// Registers the wanted addresses that are not registered yet; returns them.
+/// `fresh`: the target group was created just now and may not be found yet.
 pub async fn register(
-    elb: &elbv2::Client,
-    arn: &str,
-    current: &Registered,
-    wanted: &Targets<'_>,
-) -> Result<Vec<String>> {
-    register_fresh(elb, arn, current, wanted, false).await
-}
-
-async fn register_fresh(
     elb: &elbv2::Client,
     arn: &str,
     current: &Registered,

@@ -312,7 +312,7 @@ impl Sync {
             }
             let wanted = BTreeSet::from([writer.address]);
             let targets = target_group::Targets { ips: &wanted, port: group.port, in_vpc: &|_| true };
-            target_group::register(elb, arn, &current, &targets).await?;
+            target_group::register(elb, arn, &current, &targets, false).await?;
             current.insert((writer.address.to_string(), i32::from(group.port)));
             let (_, now) = self.databases.writer(database, Duration::ZERO).await?;
             if now.address == writer.address {

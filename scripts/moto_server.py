@@ -2,7 +2,8 @@
 """moto server with the AWS behaviour this project relies on and moto 5.2.5 lacks.
 
 Run as `python scripts/moto_server.py -H 127.0.0.1 -p PORT` with the Makefile's venv; the tests
-and the demo start it instead of `moto_server`. Each patch models what AWS documents
+and the demo start it instead of `moto_server`. With `-p 0` it binds a port the system picks and
+prints it as its first line: tests running side by side never race for a port another one takes. Each patch models what AWS documents
 (../shared/emulator-notes.md lists the gaps); production code never works around the emulator.
 
 - DescribeNetworkInterfaces filters `association.public-ip` and `addresses.association.public-ip`
@@ -18,6 +19,8 @@ and the demo start it instead of `moto_server`. Each patch models what AWS docum
   connected to yet (a test that needs connections adds them at its proxy).
 """
 
+import argparse
+import os
 import sys
 
 from moto.core.responses import ActionResult
@@ -101,7 +104,32 @@ RDSBackend.modify_db_subnet_group = _modify_db_subnet_group
 DBInstance.secondary_availability_zone = property(_secondary_zone)
 RDSBackend.reboot_db_instance = _reboot(RDSBackend.reboot_db_instance)
 
-if __name__ == "__main__":
-    from moto.server import main
 
-    sys.exit(main(sys.argv[1:]))
+def serve_on_a_free_port(host):
+    """moto.server.main's server (same app, handler and threads) on a port bound here, printed first."""
+    from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
+
+    app = DomainDispatcherApplication(create_backend_app)
+    app.debug = True
+    server = make_server(host, 0, app, threaded=True, request_handler=MotoRequestHandler)
+    # moto builds some URLs from MOTO_PORT; main() sets it from -p.
+    os.environ.setdefault("MOTO_PORT", str(server.port))
+    print(server.port, flush=True)
+    # The reader may close the pipe once it has the port; later output must not break on it.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int)
+    known, _ = parser.parse_known_args()
+    if known.port == 0:
+        serve_on_a_free_port(known.host)
+    else:
+        from moto.server import main
+
+        sys.exit(main(sys.argv[1:]))

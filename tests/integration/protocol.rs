@@ -12,7 +12,6 @@ use reverse_privatelink::cloudformation::{
 use serde_json::{Value, json};
 
 use crate::support::http::Server;
-use crate::support::moto::free_port;
 
 /// A resource that behaves as told.
 enum Stub {
@@ -166,6 +165,11 @@ async fn dropped_connections_are_retried_and_one_answer_lands() {
     let body = answer(Stub::Succeed, event("Create", &server.url("r")), &server).await;
     assert_eq!(body["Status"], "SUCCESS");
     assert_eq!(server.attempts(), 3);
+}
+
+/// A loopback port nothing listens on (until the test starts a server there).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test]

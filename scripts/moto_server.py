@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
 """moto server with the AWS behaviour this project relies on and moto 5.2.5 lacks.
 
-Run as `python scripts/moto_server.py -H 127.0.0.1 -p PORT` with the Makefile's venv; the tests
-and the demo start it instead of `moto_server`. With `-p 0` it binds a port the system picks and
-prints it as its first line: tests running side by side never race for a port another one takes. Each patch models what AWS documents
-(../shared/emulator-notes.md lists the gaps); production code never works around the emulator.
+Run as `python scripts/moto_server.py -H 127.0.0.1 -p PORT [--denials FILE]` with the Makefile's
+venv; the tests and the demo start it instead of `moto_server`. It prints the port as its first
+line; with `-p 0` it binds one the system picks, so tests running side by side never race for a
+port another one takes. Each patch models what AWS documents (../shared/emulator-notes.md lists
+the gaps); production code never works around the emulator.
+
+- IAM: every request is authorized by the template's own policies as AWS evaluates them, before
+  moto acts on it (iam/emulator.py); the harness's own key, `admin`, is not checked.
 
 - DescribeNetworkInterfaces filters `association.public-ip` and `addresses.association.public-ip`
   (EC2 API reference), so a publicly accessible database's interface can be found by its public address.
@@ -105,31 +109,31 @@ DBInstance.secondary_availability_zone = property(_secondary_zone)
 RDSBackend.reboot_db_instance = _reboot(RDSBackend.reboot_db_instance)
 
 
-def serve_on_a_free_port(host):
-    """moto.server.main's server (same app, handler and threads) on a port bound here, printed first."""
+def serve(host, port, denials):
+    """moto.server.main's server (same app, handler and threads) behind IAM enforcement
+    (iam/emulator.py). With port 0 it binds one the system picks and prints it first."""
     from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
     from werkzeug.serving import make_server
 
+    from iam.emulator import Enforcement
+
     app = DomainDispatcherApplication(create_backend_app)
     app.debug = True
-    server = make_server(host, 0, app, threaded=True, request_handler=MotoRequestHandler)
+    server = make_server(host, port, Enforcement(app, denials), threaded=True, request_handler=MotoRequestHandler)
     # moto builds some URLs from MOTO_PORT; main() sets it from -p.
     os.environ.setdefault("MOTO_PORT", str(server.port))
     print(server.port, flush=True)
-    # The reader may close the pipe once it has the port; later output must not break on it.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    if port == 0:
+        # The reader may close the pipe once it has the port; later output must not break on it.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
     server.serve_forever()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(description="moto server with IAM enforcement and the patches above")
     parser.add_argument("-H", "--host", default="127.0.0.1")
-    parser.add_argument("-p", "--port", type=int)
-    known, _ = parser.parse_known_args()
-    if known.port == 0:
-        serve_on_a_free_port(known.host)
-    else:
-        from moto.server import main
-
-        sys.exit(main(sys.argv[1:]))
+    parser.add_argument("-p", "--port", type=int, default=0)
+    parser.add_argument("--denials", help="append each refused authorization here, one JSON object per line")
+    arguments = parser.parse_args()
+    serve(arguments.host, arguments.port, arguments.denials)

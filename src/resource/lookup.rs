@@ -1,18 +1,20 @@
 //! `Custom::DatabaseSecurityGroups`: the security groups whose inbound rules the
-//! builder may change, learnt when the stack is deployed. `ec2:AuthorizeSecurityGroupIngress`
-//! cannot be bounded by a tag on groups the stack does not own, and the condition on
-//! the rule's own tag applies only when the request carries one (EC2 user guide, IAM
-//! examples), so the template grants it on exactly these groups' ARNs, in a policy the
-//! main resource waits for. It gets the main resource's properties, so every Update
-//! that reaches the main resource first refreshes this list (and the policy).
+//! builder may change, and the VPC it may make its own group in, learnt when the stack
+//! is deployed. `ec2:AuthorizeSecurityGroupIngress` cannot be bounded by a tag on groups
+//! the stack does not own, and the condition on the rule's own tag applies only when the
+//! request carries one (EC2 user guide, IAM examples); `ec2:CreateSecurityGroup` is
+//! authorized on the VPC too, which carries no request tags (Service Authorization
+//! Reference). So the template grants these on exactly the ARNs answered here, in a
+//! policy the main resource waits for. It gets the main resource's properties, so every
+//! Update that reaches the main resource first refreshes them (and the policy).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::chain::ingress;
+use crate::chain::{ingress, network};
 use crate::cloudformation::Success;
-use crate::database::Databases;
+use crate::database::{Databases, Described};
 use crate::error::Result;
 use crate::spec::{Database, Spec};
 
@@ -21,12 +23,13 @@ pub const RESOURCE_TYPE: &str = "Custom::DatabaseSecurityGroups";
 /// Stable across updates: a new one would make CloudFormation replace the resource.
 const PHYSICAL_ID: &str = "reverse-privatelink-database-security-groups";
 
-/// An IAM statement needs a resource; this ARN names no security group.
-const NO_GROUP: &str = "none";
+/// An IAM statement needs a resource; this ID names no security group and no VPC.
+const NONE: &str = "none";
 
-/// The database's groups (when the chain lets the load balancer in), and every group
-/// that holds a rule this stack added (so it can still be revoked after the database's
-/// groups changed), as ARNs joined by commas in `Data.Arns`.
+/// In `Data.Arns`, joined by commas: the database's groups (when the chain lets the load
+/// balancer in), and every group that holds a rule this stack added (so it can still be
+/// revoked after the database's groups changed). In `Data.VpcArn`: the VPC of the load
+/// balancer's own group (none when it has groups given).
 pub async fn security_groups(
     ec2: &aws_sdk_ec2::Client,
     databases: &Databases,
@@ -34,33 +37,60 @@ pub async fn security_groups(
     stack_id: &str,
 ) -> Result<Success> {
     let spec = Spec::from_properties(properties, stack_id)?;
-    let database_groups = async {
+    let own_group = spec.security_group_ids.is_empty();
+    let database = async {
         match spec.database() {
-            Some(database @ Database::Identifier(_)) if spec.allow_database_ingress => {
-                databases.describe(database).await.map(|described| described.security_groups)
+            Some(database @ Database::Identifier(_)) if spec.allow_database_ingress || own_group => {
+                databases.describe(database).await.map(Some)
             }
-            _ => Ok(Vec::new()),
+            _ => Ok(None),
         }
     };
-    let (database_groups, with_rules) =
-        tokio::try_join!(database_groups, ingress::groups_with_rules_of(ec2, stack_id))?;
+    let given_vpc = async {
+        match own_group && !spec.subnet_ids.is_empty() {
+            true => network::resolve(ec2, &spec.subnet_ids, &BTreeSet::new(), |_| false).await.map(|n| Some(n.vpc_id)),
+            false => Ok(None),
+        }
+    };
+    let (described, with_rules, given_vpc) =
+        tokio::try_join!(database, ingress::groups_with_rules_of(ec2, stack_id), given_vpc)?;
+    let database_groups = match &described {
+        Some(described) if spec.allow_database_ingress => described.security_groups.clone(),
+        _ => Vec::new(),
+    };
+    let vpc = match (own_group, given_vpc, &described) {
+        (false, _, _) => None,
+        (true, Some(vpc), _) => Some(vpc),
+        (true, None, Some(described)) => Some(database_vpc(databases, described).await?),
+        (true, None, None) => None,
+    };
     let groups: BTreeSet<String> = database_groups.into_iter().chain(with_rules).collect();
     let arns: Vec<String> = match groups.is_empty() {
-        true => vec![group_arn(stack_id, NO_GROUP)],
-        false => groups.iter().map(|group| group_arn(stack_id, group)).collect(),
+        true => vec![ec2_arn(stack_id, "security-group", NONE)],
+        false => groups.iter().map(|group| ec2_arn(stack_id, "security-group", group)).collect(),
     };
+    let vpc_arn = ec2_arn(stack_id, "vpc", vpc.as_deref().unwrap_or(NONE));
     Ok(Success {
         physical_resource_id: PHYSICAL_ID.to_string(),
-        data: BTreeMap::from([("Arns".to_string(), arns.join(","))]),
+        data: BTreeMap::from([("Arns".to_string(), arns.join(",")), ("VpcArn".to_string(), vpc_arn)]),
     })
 }
 
-/// `arn:<partition>:ec2:<region>:<account>:security-group/<id>`, in the stack's partition, region and account.
-fn group_arn(stack_id: &str, group: &str) -> String {
+/// The VPC of the database's DB subnet group, where derived subnets come from.
+async fn database_vpc(databases: &Databases, described: &Described) -> Result<String> {
+    match (&described.subnet_group, &described.subnet_group_name) {
+        (Some(group), _) => Ok(group.vpc_id.clone()),
+        (None, Some(name)) => Ok(databases.subnet_group(name).await?.vpc_id),
+        (None, None) => Ok(NONE.to_string()),
+    }
+}
+
+/// `arn:<partition>:ec2:<region>:<account>:<kind>/<id>`, in the stack's partition, region and account.
+fn ec2_arn(stack_id: &str, kind: &str, id: &str) -> String {
     // arn:aws:cloudformation:us-east-1:123456789012:stack/name/guid
     let parts: Vec<&str> = stack_id.splitn(6, ':').collect();
     let part = |i: usize| parts.get(i).copied().unwrap_or_default();
-    format!("arn:{}:ec2:{}:{}:security-group/{group}", part(1), part(3), part(4))
+    format!("arn:{}:ec2:{}:{}:{kind}/{id}", part(1), part(3), part(4))
 }
 
 #[cfg(test)]
@@ -70,6 +100,10 @@ mod tests {
     #[test]
     fn arns_are_in_the_stacks_partition_region_and_account() {
         let stack = "arn:aws-cn:cloudformation:cn-north-1:123456789012:stack/import-db/6b6f2b10";
-        assert_eq!(group_arn(stack, "sg-0abc"), "arn:aws-cn:ec2:cn-north-1:123456789012:security-group/sg-0abc");
+        assert_eq!(
+            ec2_arn(stack, "security-group", "sg-0abc"),
+            "arn:aws-cn:ec2:cn-north-1:123456789012:security-group/sg-0abc"
+        );
+        assert_eq!(ec2_arn(stack, "vpc", "vpc-0abc"), "arn:aws-cn:ec2:cn-north-1:123456789012:vpc/vpc-0abc");
     }
 }

@@ -267,7 +267,7 @@ async fn after_a_multi_az_failover_event_the_sync_waits_for_the_address_to_move(
     // An address that never moves is left alone once the run's time is up.
     let started = Instant::now();
     let event = h.rds_event("DB_INSTANCE", "solo", "RDS-EVENT-0049");
-    invoke(&h.function, event, Duration::from_secs(20)).await.unwrap();
+    invoke(&h.follower, event, Duration::from_secs(20)).await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
     assert_eq!(h.targets(&tg).await, set(&[standby]));
 }

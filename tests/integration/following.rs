@@ -315,9 +315,10 @@ async fn the_binary_serves_as_builder_and_follower_and_the_follower_logs_one_lin
     let (builder_api, follower_api) = (RuntimeApi::start().await, RuntimeApi::start().await);
     let mut env = h.binary_env(&h.moto.endpoint);
     env.push(("REVERSE_PRIVATELINK_STACK_ID".into(), h.stack_id.clone()));
-    let builder = Process::start(&builder_api, env.clone());
-    let follower = Process::start(&follower_api, env);
+    let builder = Process::start(&builder_api, env);
+    let follower = Process::start(&follower_api, h.follower_env(&h.moto.endpoint));
     let create = h.create_event(&h.following(&db.cluster));
+    h.as_cloudformation_would(&create).await;
     assert_eq!(
         builder_api.invoke(serde_json::to_vec(&create).unwrap(), Duration::from_secs(120)).await,
         Ended::Response("null".into())

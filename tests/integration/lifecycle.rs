@@ -372,8 +372,7 @@ async fn the_deadline_guard_cleans_up_and_answers_while_the_load_balancer_is_sti
     let moto = Moto::start().await;
     let proxy = Proxy::start(&moto.endpoint).await;
     proxy.inject("DescribeLoadBalancers", Fault::KeepProvisioning, None);
-    let config = moto.sdk_config_at(&proxy.endpoint).await;
-    let h = Harness::with_config(moto, config).await;
+    let h = Harness::reaching(moto, &proxy.endpoint, None).await;
     let props = h.properties();
 
     let deadline = Duration::from_secs(10);

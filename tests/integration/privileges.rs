@@ -1,14 +1,18 @@
 //! Least privilege: the load balancer's own group admits nothing it was not told to
 //! and reaches only the database; the builder learns which groups it may open; the
 //! follower moves targets only inside the target group's VPC, and two of its runs
-//! never undo each other.
+//! never undo each other; and, as AWS authorizes it, the follower may create nothing
+//! and move no other stack's targets.
 
 use serde_json::{Value, json};
 
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+
 use crate::support::harness::{DB_PORT, Harness};
+use crate::support::moto::FOLLOWER_KEY;
 use crate::support::proxy::Fault;
 use crate::traffic::tcp;
-use reverse_privatelink::chain::DATABASE_TAG;
+use reverse_privatelink::chain::{DATABASE_TAG, STACK_ID_TAG};
 
 fn id(answer: &Value) -> String {
     answer["PhysicalResourceId"].as_str().unwrap().to_string()
@@ -161,4 +165,80 @@ async fn overlapping_follower_runs_never_undo_each_other() {
         [db.writer.address.to_string()].into(),
         "run A asked again before deregistering, and followed the writer back"
     );
+}
+
+/// The error code and message of a refused SDK call.
+fn refusal<E>(
+    result: Result<
+        impl std::fmt::Debug,
+        aws_sdk_ec2::error::SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+    >,
+) -> (String, String, u16)
+where
+    E: aws_smithy_runtime_api::client::result::CreateUnhandledError + ProvideErrorMetadata + std::error::Error,
+    E: Send + Sync + 'static,
+{
+    let error = result.expect_err("AWS refuses it");
+    let status = error.raw_response().map(|r| r.status().as_u16()).unwrap_or_default();
+    let error = error.into_service_error();
+    (error.code().unwrap_or_default().to_string(), error.message().unwrap_or_default().to_string(), status)
+}
+
+#[tokio::test]
+async fn the_follower_may_create_nothing_and_move_no_other_stacks_targets() {
+    let h = Harness::new().await;
+    let follower = h.moto.sdk_config_as(FOLLOWER_KEY, &h.moto.endpoint).await;
+    let (ec2, elb) = (aws_sdk_ec2::Client::new(&follower), aws_sdk_elasticloadbalancingv2::Client::new(&follower));
+
+    let group = ec2.create_security_group().group_name("mine").description("x").vpc_id(&h.seed.vpc_id).send().await;
+    let (code, message, status) = refusal(group);
+    assert_eq!((code.as_str(), status), ("UnauthorizedOperation", 403), "{message}");
+    assert!(message.contains("is not authorized to perform: ec2:CreateSecurityGroup on resource: arn:aws:ec2:us-east-1:123456789012:security-group/*"), "{message}");
+
+    let lb = elb
+        .create_load_balancer()
+        .name("mine")
+        .r#type(aws_sdk_elasticloadbalancingv2::types::LoadBalancerTypeEnum::Network)
+        .scheme(aws_sdk_elasticloadbalancingv2::types::LoadBalancerSchemeEnum::Internal)
+        .set_subnets(Some(h.seed.subnets.clone()))
+        .send()
+        .await;
+    let (code, message, status) = refusal(lb);
+    assert_eq!((code.as_str(), status), ("AccessDenied", 403), "{message}");
+    assert!(message.contains("elasticloadbalancing:CreateLoadBalancer on resource: arn:aws:elasticloadbalancing:us-east-1:123456789012:loadbalancer/net/mine/*"), "{message}");
+
+    // A target group of another stack: the follower reads it, and may not move its targets.
+    let other_stack = "arn:aws:cloudformation:us-east-1:123456789012:stack/other/1";
+    let tag = aws_sdk_elasticloadbalancingv2::types::Tag::builder().key(STACK_ID_TAG).value(other_stack).build();
+    let theirs = h
+        .elb
+        .create_target_group()
+        .name("theirs")
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Tcp)
+        .port(3306)
+        .vpc_id(&h.seed.vpc_id)
+        .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip)
+        .tags(tag)
+        .send()
+        .await
+        .unwrap()
+        .target_groups
+        .unwrap()[0]
+        .target_group_arn
+        .clone()
+        .unwrap();
+    elb.describe_target_groups().target_group_arns(&theirs).send().await.expect("reading is allowed");
+    let target = aws_sdk_elasticloadbalancingv2::types::TargetDescription::builder().id("10.0.1.9").build();
+    let (code, message, _) = refusal(elb.register_targets().target_group_arn(&theirs).targets(target).send().await);
+    assert_eq!(code, "AccessDenied", "{message}");
+    assert!(message.contains(&format!("elasticloadbalancing:RegisterTargets on resource: {theirs}")), "{message}");
+
+    let denials = h.moto.denials();
+    let refused: Vec<&str> = denials.iter().filter_map(|d| d["action"].as_str()).collect();
+    assert_eq!(
+        refused,
+        ["ec2:CreateSecurityGroup", "elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:RegisterTargets"]
+    );
+    assert!(denials.iter().all(|d| d["role"] == "FollowerRole" && d["nearest"].is_string()), "{denials:?}");
+    h.moto.forget_denials();
 }

@@ -159,7 +159,7 @@ async fn an_update_still_running_when_its_rollback_comes_changes_nothing_after_i
     // The update has read the principals and is about to change them...
     s.proxy.inject("DescribeVpcEndpointServicePermissions", Fault::Pause, Some(1));
     let update = s.event("Update", &new, Some(&a), Some(&old));
-    let running = s.send(&update);
+    let running = s.send(&update).await;
     s.proxy.paused().await;
     // ...when another resource fails: CloudFormation rolls this one back meanwhile.
     s.cfn.stack_status("UPDATE_ROLLBACK_IN_PROGRESS");

@@ -53,7 +53,7 @@ async fn a_create_cancelled_mid_build_leaves_nothing_wherever_the_delete_arrives
         let props = s.h.properties();
         s.proxy.inject(point, Fault::Pause, Some(1));
         let create = s.event("Create", &props, None, None);
-        let building = s.send(&create);
+        let building = s.send(&create).await;
         s.proxy.paused().await;
         // Another resource failed: this one is cancelled and its Delete, with a made-up ID, arrives now.
         s.cfn.cancel();
@@ -71,7 +71,7 @@ async fn a_create_cancelled_between_its_last_check_and_its_answer_leaves_nothing
     let props = s.h.properties();
     s.cfn.cancel_after_next_describe();
     let create = s.event("Create", &props, None, None);
-    let building = s.send(&create);
+    let building = s.send(&create).await;
     s.cfn.cancelled().await;
     let deleting = s.event("Delete", &props, Some(MADE_UP_ID), None);
     let delete = s.runtime.submit(serde_json::to_vec(&deleting).unwrap(), TIMEOUT);
@@ -89,7 +89,7 @@ async fn a_create_cancelled_while_the_load_balancer_provisions_stops_at_its_next
     s.proxy.inject("DescribeLoadBalancers", Fault::KeepProvisioning, None);
     let create = s.event("Create", &props, None, None);
     let started = Instant::now();
-    let building = s.send(&create);
+    let building = s.send(&create).await;
     while !s.proxy.actions().iter().any(|a| a == "CreateLoadBalancer") {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -153,7 +153,7 @@ async fn a_replacing_update_that_crashed_is_cleaned_up_by_the_rollback_update() 
     changed["Port"] = json!("5432");
     s.proxy.inject("CreateListener", Fault::HoldAfterForwarding, Some(1));
     let update = s.event("Update", &changed, Some(&a), Some(&original));
-    s.send(&update);
+    s.send(&update).await;
     s.proxy.held().await;
     s.restart().await; // the crash; the replacement chain is half built
     assert_eq!(s.h.inventory().await.load_balancers.len(), 2);
@@ -217,7 +217,7 @@ async fn aws_catching_up_after_a_create_does_not_fail_or_duplicate_anything() {
     s.proxy.lag_service_tag_filter(Duration::from_secs(300));
     s.proxy.inject("ModifyVpcEndpointServicePermissions", Fault::HoldAfterForwarding, Some(1));
     let create = s.event("Create", &props, None, None);
-    s.send(&create);
+    s.send(&create).await;
     s.proxy.held().await;
     s.restart().await;
     let answer = s.request(&create).await;

@@ -99,7 +99,8 @@ fn the_rds_event_rule_matches_failovers_however_the_database_was_named() {
     }
 }
 
-/// Every statement of every policy in the template: role policies and `AWS::IAM::RolePolicy`.
+/// Every statement of every policy in the template: role policies, `AWS::IAM::RolePolicy`
+/// and `AWS::IAM::ManagedPolicy`.
 fn statements(template: &Yaml) -> Vec<(String, Yaml)> {
     let mut found = Vec::new();
     for (name, resource) in template["Resources"].as_mapping().unwrap() {
@@ -109,7 +110,7 @@ fn statements(template: &Yaml) -> Vec<(String, Yaml)> {
                 .as_sequence()
                 .map(|policies| policies.iter().map(|p| &p["PolicyDocument"]).collect())
                 .unwrap_or_default(),
-            "AWS::IAM::RolePolicy" => vec![&resource["Properties"]["PolicyDocument"]],
+            "AWS::IAM::RolePolicy" | "AWS::IAM::ManagedPolicy" => vec![&resource["Properties"]["PolicyDocument"]],
             _ => continue,
         };
         for statement in documents.into_iter().flat_map(|d| d["Statement"].as_sequence().unwrap()) {

@@ -70,8 +70,7 @@ async fn bad_properties_are_refused_naming_the_property_and_nothing_is_created()
 async fn property_errors_are_found_before_any_aws_call() {
     let moto = Moto::start().await;
     // Every AWS call of this function would fail: nothing listens there.
-    let unreachable = moto.sdk_config_at("http://127.0.0.1:9").await;
-    let h = Harness::with_config(moto, unreachable).await;
+    let h = Harness::reaching(moto, "http://127.0.0.1:9", None).await;
     let props = with(&h.properties(), "AllowedPrincipals", json!(["*"]));
     let answer = h.send(&h.create_event(&props)).await;
     assert_eq!(answer["Status"], "FAILED");

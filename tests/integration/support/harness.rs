@@ -2,10 +2,9 @@
 //! listener standing in for CloudFormation's response URL.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_config::SdkConfig;
 use aws_sdk_ec2::types::Tag as Ec2Tag;
 use aws_sdk_elasticloadbalancingv2::types::{LoadBalancerTypeEnum, Tag as ElbTag};
 use lambda_runtime::{Context, LambdaEvent};
@@ -13,11 +12,12 @@ use reverse_privatelink::Function;
 use reverse_privatelink::chain::{GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG, generation};
 use reverse_privatelink::database::{DNS_SERVER_ENV, Dns};
 use reverse_privatelink::incoming::Incoming;
+use reverse_privatelink::sync::STACK_ENV;
 use serde_json::{Value, json};
 
 use super::dns::DnsResponder;
 use super::http::Server;
-use super::moto::Moto;
+use super::moto::{BUILDER_KEY, FOLLOWER_KEY, Moto};
 use super::proxy::Proxy;
 
 pub const LOGICAL_ID: &str = "ReversePrivateLink";
@@ -94,7 +94,8 @@ pub async fn seed(ec2: &aws_sdk_ec2::Client) -> Seed {
 
 static REQUESTS: AtomicUsize = AtomicUsize::new(0);
 
-/// One test's world: moto, the seed, a DNS responder, the function and CloudFormation's listener.
+/// One test's world: moto, the seed, a DNS responder, the builder and the follower, and
+/// CloudFormation's listener.
 pub struct Harness {
     pub moto: Moto,
     pub ec2: aws_sdk_ec2::Client,
@@ -103,27 +104,54 @@ pub struct Harness {
     pub seed: Seed,
     pub dns: DnsResponder,
     pub cloudformation: Server,
+    /// The builder, as CloudFormation invokes it, signing as the template's `FunctionRole`.
     pub function: Function,
+    /// The follower, as the schedule and RDS events invoke it, signing as `FollowerRole`.
+    pub follower: Function,
+    /// The builder serving the stack's `Custom::DatabaseSecurityGroups`, straight to moto, and
+    /// where its answers go: apart from the function under test, so no fault, count or
+    /// recorded answer of a test sees it.
+    lookup: Function,
+    lookup_answers: Server,
+    /// Whether the stack's policies have had the lookup's answer once.
+    looked_up: AtomicBool,
     pub stack_id: String,
 }
 
 impl Harness {
     pub async fn new() -> Harness {
         let moto = Moto::start().await;
-        let config = moto.sdk_config().await;
-        Self::with_config(moto, config).await
+        let endpoint = moto.endpoint.clone();
+        Self::reaching(moto, &endpoint, None).await
     }
 
-    /// The function reaching AWS with `config` (through a proxy, say); the test's own clients reach moto directly.
-    pub async fn with_config(moto: Moto, config: SdkConfig) -> Harness {
+    /// The functions reaching AWS at `endpoint` (a proxy, say), with the SDK's retries as the
+    /// function ships them, or only `attempts` quick tries (for persistent failures, which the
+    /// SDK would otherwise retry for a minute); the test's own clients reach moto directly.
+    pub async fn reaching(moto: Moto, endpoint: &str, attempts: Option<u32>) -> Harness {
+        let config = |key: &'static str| {
+            let moto = &moto;
+            async move {
+                match attempts {
+                    Some(attempts) => moto.sdk_config_impatient(key, endpoint, attempts).await,
+                    None => moto.sdk_config_as(key, endpoint).await,
+                }
+            }
+        };
         let dns = DnsResponder::start().await;
-        let function = Function::new(&config, Dns::server(dns.addr)).unwrap();
+        let function = Function::new(&config(BUILDER_KEY).await, Dns::server(dns.addr)).unwrap();
+        let follower = Function::new(&config(FOLLOWER_KEY).await, Dns::server(dns.addr)).unwrap();
+        let lookup = moto.sdk_config_as(BUILDER_KEY, &moto.endpoint).await;
+        let lookup = Function::new(&lookup, Dns::server(dns.addr)).unwrap();
         let seed_config = moto.sdk_config().await;
         let ec2 = aws_sdk_ec2::Client::new(&seed_config);
         let elb = aws_sdk_elasticloadbalancingv2::Client::new(&seed_config);
         let rds = aws_sdk_rds::Client::new(&seed_config);
         let seed = seed(&ec2).await;
         let n = REQUESTS.fetch_add(1, Ordering::SeqCst);
+        let stack_id =
+            format!("arn:aws:cloudformation:us-east-1:123456789012:stack/import-db/00000000-0000-0000-0000-{n:012}");
+        moto.deploy_stack(&stack_id, &json!({}), &json!({})).await;
         Harness {
             moto,
             ec2,
@@ -133,31 +161,81 @@ impl Harness {
             dns,
             cloudformation: Server::http().await,
             function,
-            stack_id: format!(
-                "arn:aws:cloudformation:us-east-1:123456789012:stack/import-db/00000000-0000-0000-0000-{n:012}"
-            ),
+            follower,
+            lookup,
+            lookup_answers: Server::http().await,
+            looked_up: AtomicBool::new(false),
+            stack_id,
         }
     }
 
-    /// A harness whose function reaches moto through a fault proxy, with the SDK's
-    /// retries as the function ships them, or only `attempts` quick tries (for
-    /// persistent failures, which the SDK would otherwise retry for a minute).
+    /// A harness whose functions reach moto through a fault proxy (see [`Harness::reaching`]).
     pub async fn behind_proxy(attempts: Option<u32>) -> (Harness, Proxy) {
         let moto = Moto::start().await;
         let proxy = Proxy::start(&moto.endpoint).await;
-        let config = match attempts {
-            Some(attempts) => moto.sdk_config_impatient(&proxy.endpoint, attempts).await,
-            None => moto.sdk_config_at(&proxy.endpoint).await,
-        };
-        (Harness::with_config(moto, config).await, proxy)
+        (Harness::reaching(moto, &proxy.endpoint, attempts).await, proxy)
     }
 
-    /// What the built binary needs besides the Runtime API: where AWS and DNS are.
+    /// What the built binary needs besides the Runtime API: where AWS and DNS are, and the
+    /// builder's key (the follower's: [`Harness::follower_env`]).
     pub fn binary_env(&self, aws_endpoint: &str) -> Vec<(String, String)> {
+        self.signing_as(BUILDER_KEY, aws_endpoint)
+    }
+
+    /// The follower's, as the template deploys it: its own key, and the stack it follows.
+    pub fn follower_env(&self, aws_endpoint: &str) -> Vec<(String, String)> {
+        let mut env = self.signing_as(FOLLOWER_KEY, aws_endpoint);
+        env.push((STACK_ENV.to_string(), self.stack_id.clone()));
+        env
+    }
+
+    fn signing_as(&self, key: &str, aws_endpoint: &str) -> Vec<(String, String)> {
         vec![
             ("AWS_ENDPOINT_URL".to_string(), aws_endpoint.to_string()),
+            ("AWS_ACCESS_KEY_ID".to_string(), key.to_string()),
             (DNS_SERVER_ENV.to_string(), self.dns.addr.to_string()),
         ]
+    }
+
+    /// What CloudFormation does before the main resource's request `event`: the stack's
+    /// `Custom::DatabaseSecurityGroups` gets the same properties first (on every Create and
+    /// Update; once the stack exists, a Delete finds its answer in place), and the policy
+    /// that grants what it answered is attached to the builder's role.
+    pub async fn as_cloudformation_would(&self, event: &Value) {
+        if event["ResourceType"] != "Custom::ReversePrivateLink" {
+            return;
+        }
+        let first = !self.looked_up.swap(true, Ordering::SeqCst);
+        if matches!(event["RequestType"].as_str(), Some("Create" | "Update")) || first {
+            self.look_up(&event["ResourceProperties"]).await;
+        }
+    }
+
+    /// The lookup's answer for `properties`, given to the emulator's rendering of the policies.
+    async fn look_up(&self, properties: &Value) {
+        let request_id = new_request_id();
+        let event = json!({
+            "RequestType": "Create",
+            "ResponseURL": self.lookup_answers.url(&format!("responses/{request_id}")),
+            "StackId": self.stack_id,
+            "RequestId": request_id,
+            "ResourceType": "Custom::DatabaseSecurityGroups",
+            "LogicalResourceId": "DatabaseSecurityGroups",
+            "ResourceProperties": properties,
+        });
+        invoke(&self.lookup, event, Duration::from_secs(60)).await.unwrap();
+        let answers = self.lookup_answers.recorded();
+        let Some(answer) = answers.iter().map(|r| r.json()).find(|a| a["RequestId"] == request_id.as_str()) else {
+            return;
+        };
+        // A failed lookup fails the stack before the main resource; the tests send that anyway.
+        if answer["Status"] == "SUCCESS" {
+            let attributes = json!({
+                "DatabaseSecurityGroups.Arns": answer["Data"]["Arns"],
+                "DatabaseSecurityGroups.VpcArn": answer["Data"]["VpcArn"],
+            });
+            self.moto.deploy_stack(&self.stack_id, &json!({}), &attributes).await;
+        }
     }
 
     /// The seed's properties: three subnets, a security group, the writer, one consumer, a tag.
@@ -208,6 +286,7 @@ impl Harness {
     }
 
     pub async fn send_with_deadline(&self, event: &Value, deadline: Duration) -> Value {
+        self.as_cloudformation_would(event).await;
         invoke(&self.function, event.clone(), deadline).await.unwrap();
         self.answer_to(event)
     }
@@ -637,9 +716,9 @@ impl Harness {
         })
     }
 
-    /// Delivers an EventBridge event to the function, which never fails it.
+    /// Delivers an EventBridge event to the follower, which never fails it.
     pub async fn deliver(&self, event: &Value) {
-        invoke(&self.function, event.clone(), Duration::from_secs(300))
+        invoke(&self.follower, event.clone(), Duration::from_secs(300))
             .await
             .expect("a sync never fails the invocation");
     }

@@ -1,5 +1,8 @@
 //! A moto server of the test's own, on a free loopback port, so tests can count
-//! what exists without seeing each other's resources.
+//! what exists without seeing each other's resources. It authorizes every request as
+//! AWS would, with the template's policies (scripts/iam/emulator.py): the builder and
+//! the follower sign with keys of their own, mapped to their roles; the test's own
+//! clients sign with the `admin` key, which is not checked.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -7,13 +10,21 @@ use std::time::Duration;
 
 use aws_config::{Region, SdkConfig};
 use aws_sdk_ec2::config::Credentials;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub const REGION: &str = "us-east-1";
 
+/// The access keys of the template's two roles, and the test's own.
+pub const BUILDER_KEY: &str = "builder";
+pub const FOLLOWER_KEY: &str = "follower";
+pub const ADMIN_KEY: &str = "admin";
+
 pub struct Moto {
     pub endpoint: String,
+    /// Every refused authorization, one JSON object per line.
+    denials: tempfile::NamedTempFile,
     _child: Child,
 }
 
@@ -36,9 +47,11 @@ impl Moto {
     pub async fn start() -> Moto {
         let python = moto_python();
         assert!(python.exists(), "{} not found: run the tests with `make test`, which installs moto", python.display());
+        let denials = tempfile::NamedTempFile::new().unwrap();
         let mut child = Command::new(&python)
             .arg(moto_script())
-            .args(["-H", "127.0.0.1", "-p", "0"])
+            .args(["-H", "127.0.0.1", "-p", "0", "--denials"])
+            .arg(denials.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -55,37 +68,78 @@ impl Moto {
         let endpoint = format!("http://127.0.0.1:{port}");
         for _ in 0..200 {
             if reqwest::get(format!("{endpoint}/moto-api/")).await.is_ok_and(|r| r.status().is_success()) {
-                return Moto { endpoint, _child: child };
+                return Moto { endpoint, denials, _child: child };
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("moto server did not answer on port {port}");
     }
 
-    /// SDK settings as the function uses them, pointed at this server.
+    /// The test's own settings: the `admin` key, which the emulator does not check.
     pub async fn sdk_config(&self) -> SdkConfig {
-        self.sdk_config_at(&self.endpoint).await
+        self.loader(&self.endpoint, ADMIN_KEY).load().await
     }
 
-    /// The same settings pointed elsewhere (a fault-injecting proxy, say).
-    pub async fn sdk_config_at(&self, endpoint: &str) -> SdkConfig {
-        self.loader(endpoint).load().await
+    /// Settings as the function uses them, signing with `key`, pointed at `endpoint` (this
+    /// server, or a fault-injecting proxy in front of it).
+    pub async fn sdk_config_as(&self, key: &str, endpoint: &str) -> SdkConfig {
+        self.loader(endpoint, key).load().await
     }
 
-    /// Pointed at `endpoint`, giving up after `attempts` tries with short pauses:
-    /// for tests of persistent failures, which the SDK would otherwise retry for a minute.
-    pub async fn sdk_config_impatient(&self, endpoint: &str, attempts: u32) -> SdkConfig {
+    /// The same, giving up after `attempts` tries with short pauses: for tests of
+    /// persistent failures, which the SDK would otherwise retry for a minute.
+    pub async fn sdk_config_impatient(&self, key: &str, endpoint: &str, attempts: u32) -> SdkConfig {
         let retries = aws_config::retry::RetryConfig::standard()
             .with_max_attempts(attempts)
             .with_initial_backoff(Duration::from_millis(20))
             .with_max_backoff(Duration::from_millis(100));
-        self.loader(endpoint).retry_config(retries).load().await
+        self.loader(endpoint, key).retry_config(retries).load().await
     }
 
-    fn loader(&self, endpoint: &str) -> aws_config::ConfigLoader {
+    fn loader(&self, endpoint: &str, key: &str) -> aws_config::ConfigLoader {
         reverse_privatelink::aws_config_loader()
             .endpoint_url(endpoint)
             .region(Region::new(REGION))
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .credentials_provider(Credentials::new(key, "testing", None, None, "test"))
+    }
+
+    /// Maps the builder's and the follower's keys to the template's roles for `stack_id`,
+    /// or updates what the policies are rendered with: the stack's parameters, and the custom
+    /// resources' answers (`DatabaseSecurityGroups.Arns`...), once CloudFormation has them.
+    pub async fn deploy_stack(&self, stack_id: &str, parameters: &Value, attributes: &Value) {
+        let body = json!({
+            "stack_id": stack_id,
+            "parameters": parameters,
+            "attributes": attributes,
+            "keys": {BUILDER_KEY: "FunctionRole", FOLLOWER_KEY: "FollowerRole"},
+        });
+        let url = format!("{}/_iam/principals", self.endpoint);
+        let answer = reqwest::Client::new().post(url).body(body.to_string()).send().await;
+        assert!(answer.is_ok_and(|a| a.status().is_success()), "the emulator did not take the stack's policies");
+    }
+
+    /// The authorizations refused so far: each names the role, the request, the action and
+    /// resource refused, and the statement that came nearest.
+    pub fn denials(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.denials.path()).unwrap_or_default();
+        text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
+    }
+
+    /// Forgets the refusals so far (a test that provoked one on purpose).
+    pub fn forget_denials(&self) {
+        std::fs::write(self.denials.path(), "").unwrap();
+    }
+}
+
+impl Drop for Moto {
+    /// A refusal the test did not expect fails it, naming what was refused: the template's
+    /// policies must allow everything the functions do.
+    fn drop(&mut self) {
+        let denials = self.denials();
+        if denials.is_empty() || std::thread::panicking() {
+            return;
+        }
+        let lines: Vec<String> = denials.iter().map(Value::to_string).collect();
+        panic!("the emulator refused {} request(s) as AWS would:\n{}", denials.len(), lines.join("\n"));
     }
 }

@@ -49,9 +49,8 @@ impl Simulator {
 
     /// The follower, as the template deploys it: the same binary behind a Runtime API of its own.
     pub fn follower(&self, runtime: &RuntimeApi) -> Process {
-        let mut env = self.h.binary_env(&self.proxy.endpoint);
+        let mut env = self.h.follower_env(&self.proxy.endpoint);
         env.push(("AWS_ENDPOINT_URL_CLOUDFORMATION".into(), self.cfn.endpoint.clone()));
-        env.push(("REVERSE_PRIVATELINK_STACK_ID".into(), self.h.stack_id.clone()));
         Process::start(runtime, env)
     }
 
@@ -75,8 +74,10 @@ impl Simulator {
         event
     }
 
-    /// CloudFormation sends `event` and waits for it; returns the invocation's ID.
-    pub fn send(&self, event: &Value) -> String {
+    /// CloudFormation sends `event` (after what it does first, see
+    /// [`Harness::as_cloudformation_would`]) and waits for it; returns the invocation's ID.
+    pub async fn send(&self, event: &Value) -> String {
+        self.h.as_cloudformation_would(event).await;
         self.cfn.awaits(event["RequestType"].as_str().unwrap(), event["RequestId"].as_str().unwrap());
         self.runtime.submit(serde_json::to_vec(event).unwrap(), TIMEOUT)
     }
@@ -89,7 +90,7 @@ impl Simulator {
     }
 
     pub async fn request(&self, event: &Value) -> Value {
-        let invocation = self.send(event);
+        let invocation = self.send(event).await;
         self.answer(&invocation, event).await
     }
 

@@ -22,7 +22,7 @@ STACKSET_TEMPLATE := dist/reverse-privatelink.yaml
 CARGO_LAMBDA_ARCH_x86_64 := --x86-64
 CARGO_LAMBDA_ARCH_arm64  := --arm64
 
-.PHONY: demo test reliability bench build package deploy lint
+.PHONY: demo test reliability soak bench build package deploy lint
 
 ## demo: run the Lambda binary against moto server: Create, Update, Delete (no AWS account)
 demo: $(VENV_READY)
@@ -39,6 +39,12 @@ reliability: $(VENV_READY)
 	MOTO_PYTHON=$(MOTO_PYTHON) cargo test --locked --test integration reliability:: -- --nocapture 2>&1 \
 		| tee target/reliability.log | grep -E '^(reliability:|test result)'
 	@grep -q '^test result: ok' target/reliability.log
+
+## soak: randomized CloudFormation histories with faults; SEED=N replays one (printing its history), SEEDS=N runs seeds 1 to N
+soak: $(VENV_READY)
+	@test -n "$(SEED)$(SEEDS)" || { echo "make soak SEED=N (one seed) or SEEDS=N (seeds 1 to N)"; exit 2; }
+	SOAK_SEED=$(SEED) SOAK_SEEDS=$(SEEDS) MOTO_PYTHON=$(MOTO_PYTHON) \
+		cargo test --locked --test integration soak::chosen -- --ignored --nocapture --exact
 
 ## bench: speed, calls and memory of the release binary against moto, each beside its budget (non-zero exit when one is missed)
 bench: $(VENV_READY)

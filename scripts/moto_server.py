@@ -19,6 +19,9 @@ the gaps); production code never works around the emulator.
 - A network load balancer reports `EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic`: `on` once it has
   security groups (AWS's default, ELB user guide, "Security groups for your NLB"), else what
   `SetSecurityGroups` last set (moto drops the parameter).
+- `CreateLoadBalancer` with the name of an existing load balancer returns it when the settings are
+  the same, and fails with `DuplicateLoadBalancerName` otherwise (ELB API reference,
+  CreateLoadBalancer: "This operation is idempotent"); moto creates a second one.
 - `DescribeVpcEndpointConnections` answers, with no connections: an endpoint service no consumer has
   connected to yet (a test that needs connections adds them at its proxy).
 """
@@ -30,7 +33,8 @@ import sys
 from moto.core.responses import ActionResult
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface
 from moto.ec2.responses.vpc_service_configuration import VPCEndpointServiceConfiguration
-from moto.elbv2.models import FakeLoadBalancer
+from moto.elbv2.exceptions import DuplicateLoadBalancerName
+from moto.elbv2.models import ELBv2Backend, FakeLoadBalancer
 from moto.elbv2.responses import ELBV2Response
 from moto.rds.models import DBInstance, RDSBackend
 
@@ -96,6 +100,25 @@ def _set_security_groups(original):
     return set_security_groups
 
 
+def _idempotent_create(original):
+    def create_load_balancer(self, name, security_groups, subnet_ids, subnet_mappings=None, scheme="internet-facing", loadbalancer_type=None, *args, **kwargs):
+        existing = next((lb for lb in list(self.load_balancers.values()) if lb.name == name), None)
+        if existing is None:
+            return original(self, name, security_groups, subnet_ids, subnet_mappings, scheme, loadbalancer_type, *args, **kwargs)
+        subnets = set(subnet_ids or []) | {m["SubnetId"] for m in subnet_mappings or []}
+        same = (
+            existing.scheme == scheme
+            and existing.type == (loadbalancer_type or "application")
+            and {subnet.id for subnet in existing.subnets} == subnets
+            and set(existing.security_groups or []) == set(security_groups or [])
+        )
+        if not same:
+            raise DuplicateLoadBalancerName()
+        return existing
+
+    return create_load_balancer
+
+
 def _describe_vpc_endpoint_connections(self):
     return ActionResult({"VpcEndpointConnections": []})
 
@@ -104,6 +127,7 @@ NetworkInterface.get_filter_value = _interface_filter(NetworkInterface.get_filte
 VPCEndpointServiceConfiguration.describe_vpc_endpoint_connections = _describe_vpc_endpoint_connections
 FakeLoadBalancer.enforce_security_group_inbound_rules_on_private_link_traffic = property(_enforcement)
 ELBV2Response.set_security_groups = _set_security_groups(ELBV2Response.set_security_groups)
+ELBv2Backend.create_load_balancer = _idempotent_create(ELBv2Backend.create_load_balancer)
 RDSBackend.modify_db_subnet_group = _modify_db_subnet_group
 DBInstance.secondary_availability_zone = property(_secondary_zone)
 RDSBackend.reboot_db_instance = _reboot(RDSBackend.reboot_db_instance)

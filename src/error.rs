@@ -25,9 +25,14 @@ pub enum Error {
     #[error("{0}")]
     Unhealthy(String),
 
-    /// CloudFormation stopped waiting (another resource failed and it cancelled this one).
-    #[error("CloudFormation no longer waits for this request ({0}); what it built was removed")]
-    Abandoned(String),
+    /// CloudFormation no longer waits for this request: another resource failed and it
+    /// cancelled this one, or this is a repeated delivery of a request it has the answer to.
+    #[error("CloudFormation no longer waits for this request ({status}); what it does not hold was removed")]
+    Abandoned {
+        status: String,
+        /// The physical ID CloudFormation holds for the resource now, if any.
+        held: Option<String>,
+    },
 
     /// An Update stopped changing anything: its stack is rolling it back.
     #[error("{0}; stopped before changing anything more (the rollback puts the rest back)")]
@@ -47,6 +52,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether CloudFormation no longer waits for the request this error ends.
+    pub fn no_longer_awaited(&self) -> bool {
+        match self {
+            Error::Abandoned { .. } => true,
+            Error::CleanupFailed { error, .. } => error.no_longer_awaited(),
+            _ => false,
+        }
+    }
+
     pub fn property(property: &'static str, message: impl Into<String>) -> Self {
         Error::Property { property, message: message.into() }
     }

@@ -110,6 +110,13 @@ pub async fn by_name(elb: &elbv2::Client, name: &str) -> Result<Option<LoadBalan
     }
 }
 
+/// The load balancer called `name` if it belongs to the generation of `tags`.
+async fn adopt(elb: &elbv2::Client, name: &str, tags: &Tags) -> Result<Option<LoadBalancer>> {
+    let Some(mut lb) = by_name(elb, name).await? else { return Ok(None) };
+    lb.tags = tags::describe_elb(elb, vec![lb.arn.clone()]).await?.remove(&lb.arn).unwrap_or_default();
+    Ok(tags.is_same_generation(&lb.tags).then_some(lb))
+}
+
 /// What AWS cannot change on an existing load balancer that is attached to an endpoint service.
 pub fn replacement_reasons(lb: &LoadBalancer, want: &Desired<'_>) -> Vec<String> {
     let mut reasons = Vec::new();
@@ -158,8 +165,20 @@ pub async fn ensure(
             .set_security_groups(Some(groups.iter().cloned().collect()).filter(|g: &Vec<_>| !g.is_empty()))
             .set_tags(Some(tags.elb()))
             .send()
-            .await
-            .map_err(Error::aws("creating the load balancer (CreateLoadBalancer)"))?;
+            .await;
+        let created = match created {
+            Ok(created) => created,
+            // AWS returns the existing load balancer for the same name and settings
+            // (CreateLoadBalancer "is idempotent", ELB API reference) and this error for other
+            // settings: an earlier attempt of this request made it if it carries its generation.
+            Err(err) if code_of(&err) == Some("DuplicateLoadBalancerName") => {
+                let Some(lb) = adopt(elb, &want.resource_name(), tags).await? else {
+                    return Err(Error::aws("creating the load balancer (CreateLoadBalancer)")(err));
+                };
+                return Box::pin(ensure(elb, Some(&lb), want, groups, tags, progress)).await;
+            }
+            Err(err) => return Err(Error::aws("creating the load balancer (CreateLoadBalancer)")(err)),
+        };
         let arn = created
             .load_balancers
             .and_then(|lbs| lbs.into_iter().next())

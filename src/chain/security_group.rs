@@ -224,6 +224,40 @@ fn wanted_rules(want: &Desired<'_>) -> BTreeSet<Wanted> {
     inbound.chain(towards.into_iter().map(|peer| Wanted::tcp(true, port, peer))).collect()
 }
 
+/// A rule AWS already has: it is the rule wanted (one rule per group, direction,
+/// protocol, ports and peer), added by an earlier attempt of the same request.
+fn already_there<E: aws_sdk_ec2::error::ProvideErrorMetadata, R>(
+    err: aws_sdk_ec2::error::SdkError<E, R>,
+) -> std::result::Result<(), aws_sdk_ec2::error::SdkError<E, R>> {
+    match code_of(&err) {
+        Some(DUPLICATE) => Ok(()),
+        _ => Err(err),
+    }
+}
+
+const DUPLICATE: &str = "InvalidPermission.Duplicate";
+
+/// Why a revoke did not go through.
+enum Revoke {
+    /// A rule to revoke is not there any more (`InvalidPermission.NotFound`,
+    /// `InvalidSecurityGroupRuleId.NotFound`): what the call wanted, for that rule.
+    Gone,
+    Failed(Error),
+}
+
+impl Revoke {
+    fn of<E, R>(step: &'static str) -> impl FnOnce(aws_sdk_ec2::error::SdkError<E, R>) -> Revoke
+    where
+        E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        move |err| match code_of(&err) {
+            Some("InvalidPermission.NotFound" | "InvalidSecurityGroupRuleId.NotFound") => Revoke::Gone,
+            _ => Revoke::Failed(Error::aws(step)(err)),
+        }
+    }
+}
+
 /// Authorizes what is missing and revokes what is not wanted.
 async fn apply(
     ec2: &aws_sdk_ec2::Client,
@@ -268,35 +302,62 @@ async fn apply(
     };
     let ingress = permissions(false, add.clone());
     let egress = permissions(true, add);
+    // AWS refuses the whole call when one rule exists already (`InvalidPermission.Duplicate`):
+    // an earlier attempt of this request added it before it was killed, tagged as this
+    // one would. Then each rule is added alone, and those already there are adopted.
     let add_ingress = async {
         if ingress.is_empty() {
             return Ok(());
         }
-        poll::settled(fresh, GROUP_NOT_FOUND, || {
-            ec2.authorize_security_group_ingress()
-                .group_id(group_id)
-                .set_ip_permissions(Some(ingress.clone()))
-                .tag_specifications(rule_tags())
-                .send()
-        })
-        .await
-        .map(|_| ())
-        .map_err(Error::aws("letting LoadBalancerClients into the load balancer (AuthorizeSecurityGroupIngress)"))
+        let send = |permissions: Vec<IpPermission>| {
+            poll::settled(fresh, GROUP_NOT_FOUND, move || {
+                ec2.authorize_security_group_ingress()
+                    .group_id(group_id)
+                    .set_ip_permissions(Some(permissions.clone()))
+                    .tag_specifications(rule_tags())
+                    .send()
+            })
+        };
+        let added = async {
+            match send(ingress.clone()).await {
+                Err(err) if code_of(&err) == Some(DUPLICATE) => {
+                    for permission in &ingress {
+                        send(vec![permission.clone()]).await.map(|_| ()).or_else(already_there)?;
+                    }
+                    Ok(())
+                }
+                added => added.map(|_| ()),
+            }
+        };
+        added
+            .await
+            .map_err(Error::aws("letting LoadBalancerClients into the load balancer (AuthorizeSecurityGroupIngress)"))
     };
     let add_egress = async {
         if egress.is_empty() {
             return Ok(());
         }
-        poll::settled(fresh, GROUP_NOT_FOUND, || {
-            ec2.authorize_security_group_egress()
-                .group_id(group_id)
-                .set_ip_permissions(Some(egress.clone()))
-                .tag_specifications(rule_tags())
-                .send()
-        })
-        .await
-        .map(|_| ())
-        .map_err(Error::aws("allowing the load balancer out to the database (AuthorizeSecurityGroupEgress)"))
+        let send = |permissions: Vec<IpPermission>| {
+            poll::settled(fresh, GROUP_NOT_FOUND, move || {
+                ec2.authorize_security_group_egress()
+                    .group_id(group_id)
+                    .set_ip_permissions(Some(permissions.clone()))
+                    .tag_specifications(rule_tags())
+                    .send()
+            })
+        };
+        let added = async {
+            match send(egress.clone()).await {
+                Err(err) if code_of(&err) == Some(DUPLICATE) => {
+                    for permission in &egress {
+                        send(vec![permission.clone()]).await.map(|_| ()).or_else(already_there)?;
+                    }
+                    Ok(())
+                }
+                added => added.map(|_| ()),
+            }
+        };
+        added.await.map_err(Error::aws("allowing the load balancer out to the database (AuthorizeSecurityGroupEgress)"))
     };
     tokio::try_join!(add_ingress, add_egress)?;
     // Revoked after the new rules are in, so the path is never closed in between.
@@ -308,28 +369,48 @@ async fn apply(
         if ids.is_empty() && by_permission.is_empty() {
             continue;
         }
-        let revoked = if egress {
-            poll::settled(fresh, GROUP_NOT_FOUND, || {
-                ec2.revoke_security_group_egress()
-                    .group_id(group_id)
-                    .set_security_group_rule_ids(Some(ids.clone()).filter(|ids| !ids.is_empty()))
-                    .set_ip_permissions(Some(by_permission.clone()).filter(|p| !p.is_empty()))
-                    .send()
-            })
-            .await
-            .map(|_| ())
-            .map_err(Error::aws("removing the load balancer's other outbound rules (RevokeSecurityGroupEgress)"))
-        } else {
-            ec2.revoke_security_group_ingress()
-                .group_id(group_id)
-                .set_security_group_rule_ids(Some(ids).filter(|ids| !ids.is_empty()))
-                .set_ip_permissions(Some(by_permission).filter(|p| !p.is_empty()))
-                .send()
+        // What a killed attempt of this request revoked after this one read is gone
+        // already (`…NotFound` fails the whole call): then each rule is revoked alone.
+        let revoke = |ids: Vec<String>, by_permission: Vec<IpPermission>| async move {
+            let (ids, by_permission) =
+                (Some(ids).filter(|ids| !ids.is_empty()), Some(by_permission).filter(|p| !p.is_empty()));
+            if egress {
+                poll::settled(fresh, GROUP_NOT_FOUND, || {
+                    ec2.revoke_security_group_egress()
+                        .group_id(group_id)
+                        .set_security_group_rule_ids(ids.clone())
+                        .set_ip_permissions(by_permission.clone())
+                        .send()
+                })
                 .await
                 .map(|_| ())
-                .map_err(Error::aws("removing the load balancer's other inbound rules (RevokeSecurityGroupIngress)"))
+                .map_err(Revoke::of("removing the load balancer's other outbound rules (RevokeSecurityGroupEgress)"))
+            } else {
+                ec2.revoke_security_group_ingress()
+                    .group_id(group_id)
+                    .set_security_group_rule_ids(ids)
+                    .set_ip_permissions(by_permission)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(Revoke::of(
+                        "removing the load balancer's other inbound rules (RevokeSecurityGroupIngress)",
+                    ))
+            }
         };
-        revoked?;
+        match revoke(ids.clone(), by_permission.clone()).await {
+            Ok(()) => {}
+            Err(Revoke::Failed(error)) => return Err(error),
+            Err(Revoke::Gone) => {
+                let singles = ids.iter().map(|id| (vec![id.clone()], Vec::new()));
+                for (ids, by_permission) in singles.chain(by_permission.iter().map(|p| (Vec::new(), vec![p.clone()]))) {
+                    match revoke(ids, by_permission).await {
+                        Ok(()) | Err(Revoke::Gone) => {}
+                        Err(Revoke::Failed(error)) => return Err(error),
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -34,6 +34,15 @@ pub trait CustomResource {
 
     fn handle(&self, request: &Request, deadline: &Deadline) -> impl Future<Output = Result<Success, Self::Error>>;
 
+    /// Whether `error` says that CloudFormation no longer waits for the request (it
+    /// cancelled it, or a repeated delivery comes after its answer): then nothing is
+    /// sent, as CloudFormation would ignore it at best, and at worst read it instead of
+    /// the answer it already has.
+    fn no_longer_awaited(error: &Self::Error) -> bool {
+        let _ = error;
+        false
+    }
+
     /// Called once CloudFormation has received `success` for `request`: only
     /// now does the stack know the physical ID.
     fn answered(&self, request: &Request, success: &Success) -> impl Future<Output = ()> {
@@ -84,7 +93,11 @@ async fn answer<R: CustomResource>(
     let request = event::parse(payload);
     let outcome = match &request {
         Ok(request) => run(resource, request, &deadline).await,
-        Err(reason) => Outcome::Failed(reason.clone()),
+        Err(reason) => Some(Outcome::Failed(reason.clone())),
+    };
+    let Some(outcome) = outcome else {
+        warn!("CloudFormation no longer waits for this request; sending no answer, so the one it has stands");
+        return Ok(());
     };
     let succeeded = match &outcome {
         Outcome::Success(success) => {
@@ -116,15 +129,20 @@ async fn answer<R: CustomResource>(
     }
 }
 
-/// Runs the resource, turning errors, panics and a missed deadline into FAILED.
-async fn run<R: CustomResource>(resource: &R, request: &Request, deadline: &Deadline) -> Outcome {
+/// Runs the resource, turning errors, panics and a missed deadline into FAILED;
+/// None when CloudFormation no longer waits for an answer.
+async fn run<R: CustomResource>(resource: &R, request: &Request, deadline: &Deadline) -> Option<Outcome> {
     let work = AssertUnwindSafe(resource.handle(request, deadline)).catch_unwind();
-    match tokio::time::timeout_at(deadline.answer_by, work).await {
+    Some(match tokio::time::timeout_at(deadline.answer_by, work).await {
         Ok(Ok(Ok(success))) => Outcome::Success(success),
+        Ok(Ok(Err(err))) if R::no_longer_awaited(&err) => {
+            info!(reason = %err, "the request is no longer awaited");
+            return None;
+        }
         Ok(Ok(Err(err))) => Outcome::Failed(err.to_string()),
         Ok(Err(panic)) => Outcome::Failed(format!("internal error: {}", panic_message(panic.as_ref()))),
         Err(_elapsed) => {
             Outcome::Failed("timed out: the work did not finish before the Lambda function's deadline".to_string())
         }
-    }
+    })
 }

@@ -132,6 +132,25 @@ impl StatusReader {
         }
     }
 
+    /// The stack's status, asked up to `attempts` times (0.5 s, 1 s, 2 s … apart) while
+    /// CloudFormation cannot be asked: for a decision taken once, on the first answer. A
+    /// denial can pass (IAM's changes are eventually consistent, IAM user guide,
+    /// "Troubleshoot IAM": a new role's policy may not apply at once), and throttling
+    /// outlasts the SDK's own retries.
+    pub async fn stack_patiently(&self, stack_id: &str, attempts: u32) -> StackStatus {
+        let mut pause = std::time::Duration::from_millis(500);
+        let mut status = self.stack(stack_id).await;
+        for _ in 1..attempts {
+            if !matches!(status, StackStatus::Unreachable(_)) {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+            status = self.stack(stack_id).await;
+        }
+        status
+    }
+
     pub async fn stack(&self, stack_id: &str) -> StackStatus {
         match self.cloudformation.describe_stacks().stack_name(stack_id).send().await {
             Ok(answer) => {

@@ -22,21 +22,34 @@ pub async fn after_failure(
     warn!(%error, generation, "the request failed; removing what it made");
     let progress = Progress::default();
     let mut group = Group::recorded(generation, made);
+    // The physical ID CloudFormation holds, when it said it no longer waits for the request.
+    let held = match &error {
+        Error::Abandoned { held, .. } => held.clone(),
+        _ => None,
+    };
+    let mut answered = false;
     let cleanup = within(until, &progress, async {
         match chain.own(name, generation).await {
-            // CloudFormation holds it (a request delivered again after its answer): it stays.
-            Ok(Some(found)) if found.answered_as().is_some() => return Ok(()),
+            Ok(Some(found)) if found.answered_as().is_some() => answered = true,
             Ok(Some(found)) => group.merge(found),
             Ok(None) => {}
             // What this attempt recorded is removed all the same.
             Err(error) => warn!(%error, "could not look for what earlier attempts made"),
         }
-        if group.is_empty() {
+        // CloudFormation holds it (a request delivered again after its answer, its mark
+        // perhaps never written): it stays, whatever this attempt met.
+        answered |= held.is_some() && group.service_id() == held.as_deref();
+        if answered || group.is_empty() {
             return Ok(());
         }
         chain.teardown(&group, &progress).await
     })
     .await;
+    if answered {
+        info!(generation, "CloudFormation has this chain as its answer already; keeping it and sending nothing");
+        let status = "a repeated delivery of a request already answered".to_string();
+        return Error::Abandoned { status, held };
+    }
     match cleanup {
         Ok(()) => error,
         Err(cleanup) => Error::CleanupFailed {

@@ -32,6 +32,10 @@ use crate::resolve::{Resolution, SETTLE_PATIENCE, WhileSettling, ZoneChecks, res
 use crate::spec::{Spec, same_value, tag_keys};
 use watch::{Acceptance, NotRollingBack, StillAwaited, acceptance};
 
+/// How often an Update asks the stack's status at its start before taking "could not ask"
+/// for an answer: 3.5 s of pauses in all, beside the first reads.
+const STACK_QUESTION_ATTEMPTS: u32 = 4;
+
 /// The reverse-PrivateLink custom resource.
 pub struct ReversePrivateLink {
     aws: Aws,
@@ -69,6 +73,10 @@ impl ReversePrivateLink {
 
 impl CustomResource for ReversePrivateLink {
     type Error = Error;
+
+    fn no_longer_awaited(error: &Error) -> bool {
+        error.no_longer_awaited()
+    }
 
     async fn handle(&self, request: &Request, deadline: &Deadline) -> Result<Success> {
         if let Request::Create(CreateRequest { resource_type, resource_properties, stack_id, .. })
@@ -150,9 +158,12 @@ impl ReversePrivateLink {
             &progress,
             Box::pin(async {
                 let settling = WhileSettling::Fail(SETTLE_PATIENCE);
-                let resolution =
-                    Box::pin(resolve(&self.aws, &self.databases, &spec, settling, ZoneChecks::Strict, &progress))
-                        .await?;
+                // Beside the reads, before any write: whether CloudFormation still waits. A
+                // repeated delivery after the answer must not put back what an Update changed since.
+                let (resolution, ()) = tokio::try_join!(
+                    Box::pin(resolve(&self.aws, &self.databases, &spec, settling, ZoneChecks::Strict, &progress)),
+                    progress.checkpoint(),
+                )?;
                 let want = Desired {
                     spec: &spec,
                     resolved: &resolution.resolved,
@@ -249,7 +260,10 @@ impl ReversePrivateLink {
             true => ZoneChecks::Lenient,
             false => ZoneChecks::Strict,
         };
-        let stack = async { self.status.stack(&request.stack_id).await };
+        // Whether the stack is rolling back when this Update starts decides whether it yields
+        // to a rollback later, once and for all: a rollback's own Update that cannot tell
+        // would stop, and leave the stack UPDATE_ROLLBACK_FAILED.
+        let stack = async { self.status.stack_patiently(&request.stack_id, STACK_QUESTION_ATTEMPTS).await };
         let reads = |settling| async move {
             tokio::try_join!(
                 Box::pin(resolve(&self.aws, &self.databases, spec, settling, checks, progress)),
@@ -261,17 +275,23 @@ impl ReversePrivateLink {
         // registered target and changes the rest, without waiting; one that names a new
         // database waits for it, and fails unless it is a rollback, which must never fail
         // for what the follower can finish (custom-resource-helper#70).
-        let (stack, reads) = match same_value(old, new, "Database") {
-            true => tokio::join!(stack, reads(WhileSettling::Keep(Duration::ZERO))),
-            false => {
-                let stack = stack.await;
-                let settling = match stack.rolling_back() {
-                    true => WhileSettling::Keep(SETTLE_PATIENCE),
-                    false => WhileSettling::Fail(SETTLE_PATIENCE),
-                };
-                (stack, reads(settling).await)
+        let read = async {
+            match same_value(old, new, "Database") {
+                true => tokio::join!(stack, reads(WhileSettling::Keep(Duration::ZERO))),
+                false => {
+                    let stack = stack.await;
+                    let settling = match stack.rolling_back() {
+                        true => WhileSettling::Keep(SETTLE_PATIENCE),
+                        false => WhileSettling::Fail(SETTLE_PATIENCE),
+                    };
+                    (stack, reads(settling).await)
+                }
             }
         };
+        // Beside the reads, before any write: whether CloudFormation still waits. A repeated
+        // delivery after the answer must not undo what later requests changed.
+        let (awaited, (stack, reads)) = tokio::join!(progress.checkpoint(), Box::pin(read));
+        awaited?;
         let (resolution, index, service) = reads?;
         gate.started(&stack);
         let named = chain.named(physical_id, service, &index).await?;
@@ -388,7 +408,15 @@ impl ReversePrivateLink {
             let (index, service) = tokio::try_join!(chain.by_tags(), chain.service(physical_id))?;
             let named = chain.named(physical_id, service, &index).await?;
             match &named {
-                Some(group) => chain.teardown(group, &progress).await?,
+                Some(group) => {
+                    // CloudFormation held it, so it is answered: marked first if its mark never
+                    // landed, so that a Delete delivered again after a crash mid-way, with the
+                    // service already gone, still finds the rest (the database rule among it).
+                    if group.answered_as().is_none() && !group.elb_arns().is_empty() {
+                        chain.mark_answered(physical_id, group.elb_arns()).await?;
+                    }
+                    chain.teardown(group, &progress).await?
+                }
                 None if physical_id.starts_with(SERVICE_ID_PREFIX) => {
                     info!(physical_resource_id = %physical_id, "no chain of this resource has that ID: already deleted");
                 }

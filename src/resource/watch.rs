@@ -59,7 +59,8 @@ impl Checkpoint for StillAwaited {
             let status = self.ask().await;
             if status.abandoned() {
                 warn!(%status, "CloudFormation no longer waits for this request");
-                return Err(Error::Abandoned(status.to_string()));
+                let held = status.physical_id().map(str::to_string);
+                return Err(Error::Abandoned { status: status.to_string(), held });
             }
             Ok(())
         })

@@ -20,8 +20,8 @@ pub use orphans::INTERVAL_ENV;
 use crate::aws::Aws;
 use crate::chain::network::{self, VpcBlocks};
 use crate::chain::target_group::{self, Registered};
-use crate::chain::{self, ANSWERED_TAG, DATABASE_TAG, STACK_ID_TAG};
-use crate::cloudformation::StatusReader;
+use crate::chain::{self, ANSWERED_TAG, DATABASE_TAG, GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG};
+use crate::cloudformation::{ResourceStatus, StatusReader};
 use crate::database::{Databases, Described, Kind, Writer};
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
@@ -151,6 +151,12 @@ pub enum Action {
     Failed(String),
 }
 
+/// The (logical ID, generation) a resource's tags name.
+fn chain_of(tags: &BTreeMap<String, String>) -> (String, String) {
+    let tag = |key: &str| tags.get(key).cloned().unwrap_or_default();
+    (tag(LOGICAL_ID_TAG), tag(GENERATION_TAG))
+}
+
 /// Keeps every chain's target on its database's writer.
 #[derive(Clone, Debug)]
 pub struct Sync {
@@ -217,9 +223,12 @@ impl Sync {
         futures::future::join_all(runs).await.into_iter().collect()
     }
 
-    /// The answered target groups that carry a database tag (of this stack, when the
-    /// function knows it). The tag index only proposes them: their tags are read from
-    /// the target groups themselves, as the index can lag behind a change of `Database`.
+    /// The target groups that carry a database tag (of this stack, when the function
+    /// knows it) of chains CloudFormation holds. The tag index only proposes them: their
+    /// tags are read from the target groups themselves, as the index can lag behind a
+    /// change of `Database`. A chain carries the answered mark once CloudFormation showed
+    /// it took it; one without (the mark not written yet, or never, if CloudFormation could
+    /// not be asked then) is followed if CloudFormation says it holds it now.
     pub async fn followers(&self) -> Result<Vec<Follower>> {
         let filters = [(DATABASE_TAG, None), (STACK_ID_TAG, self.stack_id.as_deref())];
         let filters = if self.stack_id.is_some() { &filters[..] } else { &filters[..1] };
@@ -228,19 +237,53 @@ impl Sync {
             .map_err(Error::aws("finding the chains that follow a database (tag:GetResources)"))?;
         let arns = indexed.into_iter().map(|(arn, _)| arn).collect();
         let tagged = chain::describe_elb_tags(&self.aws.elb, arns).await?;
-        Ok(tagged
+        let ours = |tags: &BTreeMap<String, String>| {
+            self.stack_id.as_ref().is_none_or(|stack_id| tags.get(STACK_ID_TAG) == Some(stack_id))
+        };
+        let (marked, unmarked): (Vec<_>, Vec<_>) =
+            tagged.into_iter().filter(|(_, tags)| ours(tags)).partition(|(_, tags)| tags.contains_key(ANSWERED_TAG));
+        let held = self.held_unmarked(&unmarked).await;
+        Ok(marked
             .into_iter()
+            .chain(unmarked.into_iter().filter(|(_, tags)| held.contains(&chain_of(tags))))
             .filter_map(|(arn, tags)| {
-                // A chain CloudFormation has not received yet belongs to the request still building it.
-                tags.get(ANSWERED_TAG)?;
-                if let Some(stack_id) = &self.stack_id
-                    && tags.get(STACK_ID_TAG) != Some(stack_id)
-                {
-                    return None;
-                }
-                Some(Follower { target_group_arn: arn, database: tags.get(DATABASE_TAG)?.clone() })
+                Some(Follower { database: tags.get(DATABASE_TAG)?.clone(), target_group_arn: arn })
             })
             .collect())
+    }
+
+    /// Of the unmarked chains, (logical ID, generation) of those CloudFormation holds now,
+    /// asked once per logical ID. A chain a request is still building is not held yet (a
+    /// Create's resource has no physical ID; a replacement's holds the old chain); without
+    /// the stack, or an answer from CloudFormation, none is.
+    async fn held_unmarked(&self, unmarked: &[(String, BTreeMap<String, String>)]) -> BTreeSet<(String, String)> {
+        let Some(stack_id) = &self.stack_id else { return BTreeSet::new() };
+        let logical_ids: BTreeSet<String> = unmarked.iter().map(|(_, tags)| chain_of(tags).0).collect();
+        let status = StatusReader::new(self.aws.cloudformation.clone());
+        let asked = logical_ids.into_iter().map(|logical_id| {
+            let status = &status;
+            async move {
+                let held = status.resource(stack_id, &logical_id).await;
+                // A chain being deleted is no longer followed.
+                if matches!(&held, ResourceStatus::Settled { status, .. } if status.starts_with("DELETE")) {
+                    return None;
+                }
+                let owner = chain::Owner { stack_id: stack_id.clone(), logical_id: logical_id.clone() };
+                let service = chain::Chain::new(&self.aws, owner).service(held.physical_id()?).await;
+                match service {
+                    Ok(service) => Some((logical_id, service?.generation)),
+                    Err(error) => {
+                        warn!(%error, %logical_id, "could not read the endpoint service CloudFormation holds");
+                        None
+                    }
+                }
+            }
+        });
+        let held: BTreeSet<(String, String)> = futures::future::join_all(asked).await.into_iter().flatten().collect();
+        for (logical_id, generation) in &held {
+            info!(%logical_id, %generation, "following a chain CloudFormation holds though it carries no answered mark yet");
+        }
+        held
     }
 
     async fn sync_one(&self, follower: &Follower, trigger: &Trigger, patience: Duration) -> Result<Outcome> {

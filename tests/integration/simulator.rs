@@ -69,9 +69,13 @@ async fn a_create_cancelled_mid_build_leaves_nothing_wherever_the_delete_arrives
 async fn a_create_cancelled_between_its_last_check_and_its_answer_leaves_nothing() {
     let s = Simulator::start().await;
     let props = s.h.properties();
-    s.cfn.cancel_after_next_describe();
     let create = s.event("Create", &props, None, None);
     let building = s.send(&create).await;
+    // Past the question it asks before any write, the next one is its last before answering.
+    while s.cfn.describes() == 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.cfn.cancel_after_next_describe();
     s.cfn.cancelled().await;
     let deleting = s.event("Delete", &props, Some(MADE_UP_ID), None);
     let delete = s.runtime.submit(serde_json::to_vec(&deleting).unwrap(), TIMEOUT);

@@ -4,14 +4,15 @@
 //! `AWS_ENDPOINT_URL_CLOUDFORMATION`). The resource's status evolves as
 //! CloudFormation's would: a request is awaited until its answer arrives; an answer
 //! to a request no longer awaited (cancelled) is ignored. Like any AWS API it can
-//! throttle, fail or deny a question.
+//! throttle, fail or deny a question; and, as the emulator does for every other API,
+//! it authorizes each question by the caller's role first (`/_iam/authorize`).
 
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{post, put};
 use serde_json::Value;
@@ -43,6 +44,12 @@ struct Shared {
     stack_status: Mutex<Option<String>>,
     /// How questions fail while set.
     failing: Mutex<Option<Failing>>,
+    /// How many of the next questions fail, and how.
+    failing_next: Mutex<(usize, Option<Failing>)>,
+    /// How many of the next answers the response URL refuses (HTTP 500).
+    refusing_answers: Mutex<usize>,
+    /// The emulator that authorizes each question.
+    authorizer: Mutex<String>,
 }
 
 /// How CloudFormation refuses a question, as AWS answers.
@@ -60,12 +67,14 @@ pub struct CloudFormation {
 }
 
 impl CloudFormation {
-    pub async fn start(stack_id: &str, logical_id: &str) -> CloudFormation {
+    /// The stand-in for `stack_id`'s `logical_id`, authorizing questions at the emulator `authorizer`.
+    pub async fn start(stack_id: &str, logical_id: &str, authorizer: &str) -> CloudFormation {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let shared = Arc::new(Shared::default());
         *shared.stack_id.lock().unwrap() = stack_id.to_string();
         *shared.logical_id.lock().unwrap() = logical_id.to_string();
+        *shared.authorizer.lock().unwrap() = authorizer.to_string();
         let app = Router::new()
             .route("/responses/{request_id}", put(answer))
             .route("/", post(describe))
@@ -137,6 +146,16 @@ impl CloudFormation {
     pub fn failing(&self, how: Option<Failing>) {
         *self.shared.failing.lock().unwrap() = how;
     }
+
+    /// The next `n` questions fail so.
+    pub fn fail_next(&self, n: usize, how: Failing) {
+        *self.shared.failing_next.lock().unwrap() = (n, Some(how));
+    }
+
+    /// The response URL refuses the next `n` answers (HTTP 500), as S3 now and then does.
+    pub fn refuse_next_answers(&self, n: usize) {
+        *self.shared.refusing_answers.lock().unwrap() = n;
+    }
 }
 
 fn in_progress(request_type: &str) -> &'static str {
@@ -144,6 +163,13 @@ fn in_progress(request_type: &str) -> &'static str {
 }
 
 async fn answer(State(shared): State<Arc<Shared>>, Path(request_id): Path<String>, body: Bytes) -> StatusCode {
+    {
+        let mut refusing = shared.refusing_answers.lock().unwrap();
+        if *refusing > 0 {
+            *refusing -= 1;
+            return StatusCode::INTERNAL_SERVER_ERROR;
+        }
+    }
     let Ok(answer) = serde_json::from_slice::<Value>(&body) else { return StatusCode::BAD_REQUEST };
     shared.answers.lock().unwrap().push(answer.clone());
     let mut resource = shared.resource.lock().unwrap();
@@ -169,9 +195,43 @@ fn error(status: StatusCode, code: &str, message: &str) -> (StatusCode, [(&'stat
     (status, [("content-type", "text/xml")], xml)
 }
 
-async fn describe(State(shared): State<Arc<Shared>>, body: String) -> impl IntoResponse {
+/// The emulator's decision on a question, as AWS's authorization comes before any answer.
+async fn refused(shared: &Shared, headers: &HeaderMap, body: &str) -> Option<(StatusCode, String, String)> {
+    let authorizer = shared.authorizer.lock().unwrap().clone();
+    let headers: serde_json::Map<String, Value> = headers
+        .iter()
+        .filter_map(|(name, value)| Some((name.to_string(), Value::String(value.to_str().ok()?.to_string()))))
+        .collect();
+    let request = serde_json::json!({"headers": headers, "body": body});
+    let url = format!("{authorizer}/_iam/authorize");
+    let answer = reqwest::Client::new().post(url).body(request.to_string()).send().await.ok()?.text().await.ok()?;
+    let decision: Value = serde_json::from_str(&answer).ok()?;
+    if decision["allowed"] == true {
+        return None;
+    }
+    let status = StatusCode::from_u16(decision["status"].as_u64().unwrap_or(403) as u16).unwrap();
+    Some((status, decision["content_type"].as_str().unwrap_or("text/xml").into(), decision["body"].as_str()?.into()))
+}
+
+async fn describe(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: String) -> axum::response::Response {
+    if let Some((status, content_type, text)) = refused(&shared, &headers, &body).await {
+        return (status, [("content-type", content_type)], text).into_response();
+    }
+    describe_authorized(&shared, body).into_response()
+}
+
+fn describe_authorized(shared: &Shared, body: String) -> impl IntoResponse + use<> {
     *shared.describes.lock().unwrap() += 1;
-    let failing = *shared.failing.lock().unwrap();
+    let failing = {
+        let mut next = shared.failing_next.lock().unwrap();
+        match next.0 > 0 {
+            true => {
+                next.0 -= 1;
+                next.1
+            }
+            false => *shared.failing.lock().unwrap(),
+        }
+    };
     match failing {
         Some(Failing::Throttling) => return error(StatusCode::BAD_REQUEST, "Throttling", "Rate exceeded"),
         Some(Failing::ServerError) => return error(StatusCode::INTERNAL_SERVER_ERROR, "InternalFailure", "internal"),
@@ -181,7 +241,7 @@ async fn describe(State(shared): State<Arc<Shared>>, body: String) -> impl IntoR
         None => {}
     }
     if body.contains("Action=DescribeStacks") {
-        return describe_stack(&shared, &body);
+        return describe_stack(shared, &body);
     }
     let stack_id = shared.stack_id.lock().unwrap().clone();
     let logical_id = shared.logical_id.lock().unwrap().clone();

@@ -151,7 +151,7 @@ impl Harness {
         let n = REQUESTS.fetch_add(1, Ordering::SeqCst);
         let stack_id =
             format!("arn:aws:cloudformation:us-east-1:123456789012:stack/import-db/00000000-0000-0000-0000-{n:012}");
-        moto.deploy_stack(&stack_id, &json!({}), &json!({})).await;
+        moto.deploy_stack(&stack_id, &json!({}), Some((BUILDER_KEY, FOLLOWER_KEY))).await;
         Harness {
             moto,
             ec2,
@@ -189,7 +189,7 @@ impl Harness {
         env
     }
 
-    fn signing_as(&self, key: &str, aws_endpoint: &str) -> Vec<(String, String)> {
+    pub fn signing_as(&self, key: &str, aws_endpoint: &str) -> Vec<(String, String)> {
         vec![
             ("AWS_ENDPOINT_URL".to_string(), aws_endpoint.to_string()),
             ("AWS_ACCESS_KEY_ID".to_string(), key.to_string()),
@@ -213,17 +213,22 @@ impl Harness {
 
     /// The lookup's answer for `properties`, given to the emulator's rendering of the policies.
     async fn look_up(&self, properties: &Value) {
+        self.look_up_for(&self.lookup, &self.stack_id, properties).await;
+    }
+
+    /// The same for another stack of the account, whose builder is `lookup`.
+    pub async fn look_up_for(&self, lookup: &Function, stack_id: &str, properties: &Value) {
         let request_id = new_request_id();
         let event = json!({
             "RequestType": "Create",
             "ResponseURL": self.lookup_answers.url(&format!("responses/{request_id}")),
-            "StackId": self.stack_id,
+            "StackId": stack_id,
             "RequestId": request_id,
             "ResourceType": "Custom::DatabaseSecurityGroups",
             "LogicalResourceId": "DatabaseSecurityGroups",
             "ResourceProperties": properties,
         });
-        invoke(&self.lookup, event, Duration::from_secs(60)).await.unwrap();
+        invoke(lookup, event, Duration::from_secs(60)).await.unwrap();
         let answers = self.lookup_answers.recorded();
         let Some(answer) = answers.iter().map(|r| r.json()).find(|a| a["RequestId"] == request_id.as_str()) else {
             return;
@@ -234,7 +239,7 @@ impl Harness {
                 "DatabaseSecurityGroups.Arns": answer["Data"]["Arns"],
                 "DatabaseSecurityGroups.VpcArn": answer["Data"]["VpcArn"],
             });
-            self.moto.deploy_stack(&self.stack_id, &json!({}), &attributes).await;
+            self.moto.deploy_stack(stack_id, &attributes, None).await;
         }
     }
 

@@ -103,16 +103,12 @@ impl Moto {
             .credentials_provider(Credentials::new(key, "testing", None, None, "test"))
     }
 
-    /// Maps the builder's and the follower's keys to the template's roles for `stack_id`,
-    /// or updates what the policies are rendered with: the stack's parameters, and the custom
-    /// resources' answers (`DatabaseSecurityGroups.Arns`...), once CloudFormation has them.
-    pub async fn deploy_stack(&self, stack_id: &str, parameters: &Value, attributes: &Value) {
-        let body = json!({
-            "stack_id": stack_id,
-            "parameters": parameters,
-            "attributes": attributes,
-            "keys": {BUILDER_KEY: "FunctionRole", FOLLOWER_KEY: "FollowerRole"},
-        });
+    /// Maps `keys` (the builder's and the follower's) to the template's roles for `stack_id`,
+    /// or updates what the policies are rendered with: the custom resources' answers
+    /// (`DatabaseSecurityGroups.Arns`...), once CloudFormation has them.
+    pub async fn deploy_stack(&self, stack_id: &str, attributes: &Value, keys: Option<(&str, &str)>) {
+        let keys = keys.map(|(builder, follower)| json!({builder: "FunctionRole", follower: "FollowerRole"}));
+        let body = json!({"stack_id": stack_id, "attributes": attributes, "keys": keys.unwrap_or(json!({}))});
         let url = format!("{}/_iam/principals", self.endpoint);
         let answer = reqwest::Client::new().post(url).body(body.to_string()).send().await;
         assert!(answer.is_ok_and(|a| a.status().is_success()), "the emulator did not take the stack's policies");

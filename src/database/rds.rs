@@ -61,6 +61,15 @@ pub enum Kind {
 }
 
 impl Described {
+    /// The identifier RDS gave in its answer (lower case), or the DNS name as given: what
+    /// every later filter, tag and comparison uses.
+    pub fn canonical<'a>(&'a self, given: &'a str) -> &'a str {
+        match &self.kind {
+            Kind::Cluster(id) | Kind::Instance(id) if !id.is_empty() => id,
+            _ => given,
+        }
+    }
+
     /// A database known only by a DNS name: its one "member" is the name itself.
     pub fn dns(name: &str) -> Self {
         let member = Member { instance: String::new(), endpoint: name.to_string(), zone: None };
@@ -93,6 +102,9 @@ impl Described {
 /// Describes the cluster or instance called `id`. An instance that belongs to an
 /// Aurora cluster stands for its cluster: the writer moves between members.
 pub async fn describe(rds: &aws_sdk_rds::Client, id: &str) -> Result<Described> {
+    // RDS stores identifiers in lower case (RDS API reference, CreateDBCluster and
+    // CreateDBInstance: "stored as a lowercase string"), so every call and filter uses that.
+    let id = &id.to_ascii_lowercase();
     // One round trip whichever `id` is: the cluster, its members, or the instance.
     let (found_cluster, members, found_instance) =
         tokio::try_join!(cluster(rds, id), cluster_members(rds, id), instance(rds, id))?;

@@ -172,7 +172,7 @@ pub async fn resolve(
         network,
         port,
         target_ips: writer_address.into_iter().collect(),
-        follows: Some(database.as_given().to_string()),
+        follows: Some(described.canonical(database.as_given()).to_string()),
         database_security_groups: described.security_groups.iter().cloned().collect(),
         keep_targets: writer.is_none(),
     };

@@ -95,7 +95,7 @@ impl Trigger {
             ("aws.rds", "RDS Blue Green Deployment Event") => RdsSource::BlueGreen,
             _ => return None,
         };
-        Some(Trigger::Rds { event_id: text("EventID"), source: text("SourceIdentifier"), kind })
+        Some(Trigger::Rds { event_id: text("EventID"), source: event_source(&event.detail), kind })
     }
 
     /// How to wait for the writer of `database`. The event rule matches every
@@ -117,6 +117,22 @@ impl Trigger {
             true => Wait::Move,
             false => Wait::Settle,
         }
+    }
+}
+
+/// The identifier of what an RDS event is about, as AWS sends it (RDS user guide, "Amazon
+/// RDS event examples" in "Creating a rule that triggers on an Amazon RDS event"): the
+/// last segment of `detail.SourceArn` (`arn:aws:rds:…:db:<id>`, `…:cluster:<id>`), else
+/// `detail.SourceIdentifier`, which such events carry as `rds:<id>`.
+fn event_source(detail: &Value) -> String {
+    let text = |key: &str| detail.get(key).and_then(Value::as_str).map(str::trim).filter(|t| !t.is_empty());
+    if let Some(id) = text("SourceArn").and_then(|arn| arn.rsplit(':').next()).filter(|id| !id.is_empty()) {
+        return id.to_string();
+    }
+    let id = text("SourceIdentifier").unwrap_or_default();
+    match id.get(..4) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("rds:") => id[4..].to_string(),
+        _ => id.to_string(),
     }
 }
 
@@ -500,6 +516,20 @@ mod tests {
         let blue_green = event(json!({"detail-type": "RDS Blue Green Deployment Event", "source": "aws.rds",
             "detail": {"EventID": "RDS-EVENT-0248", "SourceIdentifier": "bgd-hdqs3ik6vrwgutsn"}}));
         assert!(matches!(Trigger::of(&blue_green), Some(Trigger::Rds { kind: RdsSource::BlueGreen, .. })));
+        // As AWS publishes them: the ARN names the database, the identifier carries a prefix.
+        let published = event(json!({"detail-type": "RDS DB Instance Event", "source": "aws.rds",
+            "detail": {"EventID": "RDS-EVENT-0049", "SourceIdentifier": "rds:My-DB-Instance",
+                "SourceArn": "arn:aws:rds:us-east-1:123456789012:db:my-db-instance", "SourceType": "DB_INSTANCE"}}));
+        assert_eq!(Trigger::of(&published).unwrap().to_string(), "RDS-EVENT-0049 from my-db-instance");
+        let no_arn = event(json!({"detail-type": "RDS DB Cluster Event", "source": "aws.rds",
+            "detail": {"EventID": "RDS-EVENT-0071", "SourceIdentifier": "RDS:orders"}}));
+        assert_eq!(Trigger::of(&no_arn).unwrap().to_string(), "RDS-EVENT-0071 from orders");
+        let cluster = event(json!({"detail-type": "RDS DB Cluster Event", "source": "aws.rds",
+            "detail": {"EventID": "RDS-EVENT-0071", "SourceIdentifier": "rds:orders",
+                "SourceArn": "arn:aws:rds:us-east-1:123456789012:cluster:orders"}}));
+        let orders = described(Kind::Cluster("orders".into()), &["orders-1", "orders-2"]);
+        let typed = Database::parse("Orders").unwrap();
+        assert_eq!(Trigger::of(&cluster).unwrap().wait_for(&typed, &orders), Wait::Settle);
         let other =
             event(json!({"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2", "detail": {}}));
         assert_eq!(Trigger::of(&other), None);

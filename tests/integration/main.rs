@@ -10,6 +10,7 @@ mod following;
 mod lifecycle;
 mod privileges;
 mod protocol;
+mod real_account;
 mod reliability;
 mod retries;
 mod second_wave;

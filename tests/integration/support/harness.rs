@@ -694,7 +694,9 @@ impl Harness {
         })
     }
 
-    /// An RDS event through EventBridge, e.g. RDS-EVENT-0071 (cluster failover completed).
+    /// An RDS event through EventBridge, e.g. RDS-EVENT-0071 (cluster failover completed), in
+    /// the form AWS publishes (RDS user guide, "Amazon RDS event examples"): the identifier
+    /// prefixed `rds:`, the ARN naming the database.
     pub fn rds_event(&self, source_type: &str, source: &str, event_id: &str) -> Value {
         let (detail_type, arn_kind) = match source_type {
             "CLUSTER" => ("RDS DB Cluster Event", "cluster"),
@@ -715,7 +717,7 @@ impl Harness {
                 "SourceArn": format!("arn:aws:rds:us-east-1:123456789012:{arn_kind}:{source}"),
                 "Date": "2026-11-25T06:00:00.000Z",
                 "Message": "Completed failover to DB instance: orders-2",
-                "SourceIdentifier": source,
+                "SourceIdentifier": format!("rds:{source}"),
                 "EventID": event_id
             }
         })

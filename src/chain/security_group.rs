@@ -235,18 +235,36 @@ fn wanted_rules(want: &Desired<'_>) -> BTreeSet<Wanted> {
     inbound.chain(towards.into_iter().map(|peer| Wanted::tcp(true, port, peer))).collect()
 }
 
-/// A rule AWS already has: it is the rule wanted (one rule per group, direction,
-/// protocol, ports and peer), added by an earlier attempt of the same request.
-fn already_there<E: aws_sdk_ec2::error::ProvideErrorMetadata, R>(
-    err: aws_sdk_ec2::error::SdkError<E, R>,
-) -> std::result::Result<(), aws_sdk_ec2::error::SdkError<E, R>> {
-    match code_of(&err) {
-        Some(DUPLICATE) => Ok(()),
-        _ => Err(err),
+const DUPLICATE: &str = "InvalidPermission.Duplicate";
+
+/// Adds `permissions` with `send`. AWS refuses the whole call when one rule exists already
+/// (`InvalidPermission.Duplicate`): an earlier attempt of this request added it before it was
+/// killed, tagged as this one would. Then each rule is added alone, and those already there
+/// are adopted: a rule is its group, direction, protocol, ports and peer, so it is the one wanted.
+async fn add_adopting<O, E, R, Sent>(
+    permissions: &[IpPermission],
+    send: impl Fn(Vec<IpPermission>) -> Sent,
+) -> std::result::Result<(), aws_sdk_ec2::error::SdkError<E, R>>
+where
+    Sent: Future<Output = std::result::Result<O, aws_sdk_ec2::error::SdkError<E, R>>>,
+    E: aws_sdk_ec2::error::ProvideErrorMetadata,
+{
+    if permissions.is_empty() {
+        return Ok(());
+    }
+    match send(permissions.to_vec()).await {
+        Err(err) if code_of(&err) == Some(DUPLICATE) => {
+            for permission in permissions {
+                match send(vec![permission.clone()]).await {
+                    Err(err) if code_of(&err) != Some(DUPLICATE) => return Err(err),
+                    _ => {}
+                }
+            }
+            Ok(())
+        }
+        added => added.map(|_| ()),
     }
 }
-
-const DUPLICATE: &str = "InvalidPermission.Duplicate";
 
 /// Why a revoke did not go through.
 enum Revoke {
@@ -313,13 +331,7 @@ async fn apply(
     };
     let ingress = permissions(false, add.clone());
     let egress = permissions(true, add);
-    // AWS refuses the whole call when one rule exists already (`InvalidPermission.Duplicate`):
-    // an earlier attempt of this request added it before it was killed, tagged as this
-    // one would. Then each rule is added alone, and those already there are adopted.
     let add_ingress = async {
-        if ingress.is_empty() {
-            return Ok(());
-        }
         let send = |permissions: Vec<IpPermission>| {
             poll::settled(fresh, GROUP_NOT_FOUND, move || {
                 ec2.authorize_security_group_ingress()
@@ -329,25 +341,11 @@ async fn apply(
                     .send()
             })
         };
-        let added = async {
-            match send(ingress.clone()).await {
-                Err(err) if code_of(&err) == Some(DUPLICATE) => {
-                    for permission in &ingress {
-                        send(vec![permission.clone()]).await.map(|_| ()).or_else(already_there)?;
-                    }
-                    Ok(())
-                }
-                added => added.map(|_| ()),
-            }
-        };
-        added
+        add_adopting(&ingress, send)
             .await
             .map_err(Error::aws("letting LoadBalancerClients into the load balancer (AuthorizeSecurityGroupIngress)"))
     };
     let add_egress = async {
-        if egress.is_empty() {
-            return Ok(());
-        }
         let send = |permissions: Vec<IpPermission>| {
             poll::settled(fresh, GROUP_NOT_FOUND, move || {
                 ec2.authorize_security_group_egress()
@@ -357,18 +355,9 @@ async fn apply(
                     .send()
             })
         };
-        let added = async {
-            match send(egress.clone()).await {
-                Err(err) if code_of(&err) == Some(DUPLICATE) => {
-                    for permission in &egress {
-                        send(vec![permission.clone()]).await.map(|_| ()).or_else(already_there)?;
-                    }
-                    Ok(())
-                }
-                added => added.map(|_| ()),
-            }
-        };
-        added.await.map_err(Error::aws("allowing the load balancer out to the database (AuthorizeSecurityGroupEgress)"))
+        add_adopting(&egress, send)
+            .await
+            .map_err(Error::aws("allowing the load balancer out to the database (AuthorizeSecurityGroupEgress)"))
     };
     tokio::try_join!(add_ingress, add_egress)?;
     // Revoked after the new rules are in, so the path is never closed in between.

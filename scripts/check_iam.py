@@ -151,6 +151,8 @@ SUPPRESSED = {
         "listed for AddTags in the Service Authorization Reference (verified above; ELB guide, tagging on creation)",
     ("RESOURCE_MISMATCH", "elasticloadbalancing:ModifyListener"):
         "ModifyListener takes listener/net/… ARNs too (verified above); parliament's copy knows listener/app/… only",
+    ("RESOURCE_MISMATCH", "elasticloadbalancing:ModifyListenerAttributes"):
+        "ModifyListenerAttributes takes listener/net/… ARNs (verified above); parliament's copy predates the action",
     ("RESOURCE_MISMATCH", "ec2:AuthorizeSecurityGroupEgress"):
         "the security-group-rule resource type (verified above) is newer than parliament's copy",
     ("RESOURCE_MISMATCH", "ec2:AuthorizeSecurityGroupIngress"):

@@ -247,7 +247,7 @@ class Requests:
             self.elb_existing(action, p.get("LoadBalancerArn"), extra)
         elif name in ("DeleteTargetGroup", "ModifyTargetGroup", "ModifyTargetGroupAttributes", "RegisterTargets", "DeregisterTargets"):
             self.elb_existing(action, p.get("TargetGroupArn"))
-        elif name in ("ModifyListener", "DeleteListener"):
+        elif name in ("ModifyListener", "ModifyListenerAttributes", "DeleteListener"):
             self.elb_existing(action, p.get("ListenerArn"))
         elif name.startswith("Describe"):
             self.anywhere(action)

@@ -118,7 +118,7 @@ impl Chain<'_> {
                 false => listener::Known::Tags(existing.listener_tags.values().next()),
             };
             let (listener_arn, (), (service, fresh_service)) = tokio::try_join!(
-                listener::ensure(elb, &lb_arn, &tg_arn, want.resolved.port, known, &tags, progress),
+                listener::ensure(elb, &lb_arn, &tg_arn, want, known, &tags, progress),
                 load_balancer::ensure_cross_zone(elb, &lb_arn, want.spec.cross_zone, fresh_lb, progress),
                 endpoint_service::ensure(ec2, existing.services.first(), &lb.arn, want, &service_tags, progress),
             )?;
@@ -198,7 +198,7 @@ impl Chain<'_> {
         let (groups, health, listener_arn, (), (service, _), (), ()) = tokio::try_join!(
             load_balancer_side,
             target_side,
-            listener::ensure(elb, &lb.arn, &tg.arn, want.resolved.port, known, &tags, progress),
+            listener::ensure(elb, &lb.arn, &tg.arn, want, known, &tags, progress),
             load_balancer::ensure_cross_zone(elb, &lb.arn, want.spec.cross_zone, false, progress),
             endpoint_service::ensure(ec2, Some(service), &lb.arn, want, &service_tags, progress),
             endpoint_service::ensure_principals(ec2, &service.id, &want.spec.allowed_principals, false, progress),

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use aws_sdk_elasticloadbalancingv2 as elbv2;
 use elbv2::types::{Action, ActionTypeEnum, Listener, ProtocolEnum};
 
-use super::Progress;
 use super::tags::{self, Tags};
+use super::{Desired, Progress};
 use crate::error::{Error, Result, code_of};
+use elbv2::types::ListenerAttribute;
 
 async fn list(elb: &elbv2::Client, lb_arn: &str) -> Result<Vec<Listener>> {
     match elb.describe_listeners().load_balancer_arn(lb_arn).send().await {
@@ -25,6 +26,11 @@ fn forwards_to(listener: &Listener, tg_arn: &str) -> bool {
     matches!(listener.default_actions(), [action] if action.r#type == Some(ActionTypeEnum::Forward) && action.target_group_arn.as_deref() == Some(tg_arn))
 }
 
+/// The listener attribute for how long an idle TCP flow is kept, and AWS's default (ELB
+/// user guide, "Listeners for your Network Load Balancers", "TCP idle timeout").
+const IDLE_TIMEOUT: &str = "tcp.idle_timeout.seconds";
+const DEFAULT_IDLE_TIMEOUT: u16 = 350;
+
 /// What is known of a load balancer's listeners before asking.
 pub enum Known<'a> {
     /// The load balancer was created just now: it has none.
@@ -33,16 +39,19 @@ pub enum Known<'a> {
     Tags(Option<&'a BTreeMap<String, String>>),
 }
 
-/// Makes sure a TCP listener on `port` forwards to the target group. Returns its ARN.
+/// Makes sure a TCP listener on the port forwards to the target group and keeps idle
+/// flows as long as wanted (AWS's default unless `IdleTimeoutSeconds`). Returns its ARN.
 pub async fn ensure(
     elb: &elbv2::Client,
     lb_arn: &str,
     tg_arn: &str,
-    port: u16,
+    want: &Desired<'_>,
     known: Known<'_>,
     tags: &Tags,
     progress: &Progress,
 ) -> Result<String> {
+    let port = want.resolved.port;
+    let idle_timeout = want.spec.idle_timeout_seconds.unwrap_or(DEFAULT_IDLE_TIMEOUT);
     let _step = progress.step("creating the listener");
     let (existing, known_tags) = match known {
         Known::Nothing => (None, None),
@@ -60,9 +69,15 @@ pub async fn ensure(
             .send()
             .await
             .map_err(Error::aws("creating the listener (CreateListener)"))?;
-        return created.listeners.and_then(|ls| ls.into_iter().next()).and_then(|l| l.listener_arn).ok_or_else(|| {
-            Error::Unexpected { step: "creating the listener", message: "CreateListener returned no ARN".into() }
-        });
+        let arn =
+            created.listeners.and_then(|ls| ls.into_iter().next()).and_then(|l| l.listener_arn).ok_or_else(|| {
+                Error::Unexpected { step: "creating the listener", message: "CreateListener returned no ARN".into() }
+            })?;
+        // A new listener has AWS's default.
+        if idle_timeout != DEFAULT_IDLE_TIMEOUT {
+            set_idle_timeout(elb, &arn, idle_timeout, progress).await?;
+        }
+        return Ok(arn);
     };
     let arn = listener.listener_arn.clone().unwrap_or_default();
     let point = async {
@@ -86,6 +101,35 @@ pub async fn ensure(
         };
         tags::sync_elb(elb, &arn, &current, tags, progress).await
     };
-    tokio::try_join!(point, tag)?;
+    let idle = async {
+        let attributes = elb
+            .describe_listener_attributes()
+            .listener_arn(&arn)
+            .send()
+            .await
+            .map_err(Error::aws("reading the listener's attributes (DescribeListenerAttributes)"))?;
+        let current = attributes
+            .attributes()
+            .iter()
+            .find(|a| a.key() == Some(IDLE_TIMEOUT))
+            .and_then(|a| a.value()?.parse::<u16>().ok())
+            .unwrap_or(DEFAULT_IDLE_TIMEOUT);
+        match current == idle_timeout {
+            true => Ok(()),
+            false => set_idle_timeout(elb, &arn, idle_timeout, progress).await,
+        }
+    };
+    tokio::try_join!(point, tag, idle)?;
     Ok(arn)
+}
+
+async fn set_idle_timeout(elb: &elbv2::Client, arn: &str, seconds: u16, progress: &Progress) -> Result<()> {
+    progress.gate().await?;
+    elb.modify_listener_attributes()
+        .listener_arn(arn)
+        .attributes(ListenerAttribute::builder().key(IDLE_TIMEOUT).value(seconds.to_string()).build())
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(Error::aws("setting the listener's idle timeout (ModifyListenerAttributes)"))
 }

@@ -52,6 +52,8 @@ pub struct Spec {
     pub consumer_zone_ids: BTreeSet<String>,
     /// Sources in the network (CIDR blocks, `sg-…`) the load balancer's own group admits.
     pub load_balancer_clients: BTreeSet<String>,
+    /// The listener's idle timeout for TCP flows; None: AWS's default, 350 s.
+    pub idle_timeout_seconds: Option<u16>,
 }
 
 /// The port when neither the properties nor a database say otherwise (MySQL's).
@@ -75,6 +77,7 @@ const PROPERTIES: &[&str] = &[
     "SupportedRegions",
     "ConsumerAvailabilityZoneIds",
     "LoadBalancerClients",
+    "IdleTimeoutSeconds",
 ];
 /// CloudFormation's own, sent inside `ResourceProperties`.
 const CLOUDFORMATION_PROPERTIES: &[&str] = &["ServiceToken", "ServiceTimeout"];
@@ -119,6 +122,7 @@ impl Spec {
             supported_regions: noted(&mut errors, regions::supported_regions(props, stack_id)),
             consumer_zone_ids: noted(&mut errors, zones::consumer_zone_ids(props)),
             load_balancer_clients: noted(&mut errors, traffic::load_balancer_clients(props)),
+            idle_timeout_seconds: noted(&mut errors, traffic::idle_timeout(props)),
         };
         let own_group = spec.security_group_ids.is_empty();
         let clients = &spec.load_balancer_clients;

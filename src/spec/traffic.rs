@@ -1,5 +1,6 @@
 //! What lets traffic through: `EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic`,
-//! `LoadBalancerClients`, `AllowDatabaseIngress` and `WaitForHealthyTarget`.
+//! `LoadBalancerClients`, `AllowDatabaseIngress`, `WaitForHealthyTarget` and
+//! `IdleTimeoutSeconds`.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -39,6 +40,28 @@ pub fn allow_database_ingress(props: &Properties, target: &Target) -> Result<boo
 
 pub fn wait_for_healthy_target(props: &Properties) -> Result<bool> {
     boolean(props, "WaitForHealthyTarget", false)
+}
+
+/// What AWS allows for a TCP listener's `tcp.idle_timeout.seconds` (ELB user guide,
+/// "Listeners for your Network Load Balancers", "TCP idle timeout").
+const IDLE_TIMEOUT_RANGE: std::ops::RangeInclusive<u16> = 60..=6000;
+
+/// `IdleTimeoutSeconds`: how long the load balancer keeps an idle TCP flow; None leaves
+/// AWS's default.
+pub fn idle_timeout(props: &Properties) -> Result<Option<u16>> {
+    const P: &str = "IdleTimeoutSeconds";
+    let Some(text) = scalar(props, P)? else { return Ok(None) };
+    match text.parse::<u16>() {
+        Ok(seconds) if IDLE_TIMEOUT_RANGE.contains(&seconds) => Ok(Some(seconds)),
+        _ => Err(Error::property(
+            P,
+            format!(
+                "{text:?} is not a number of seconds from {} to {}, the range AWS allows for a TCP listener's idle timeout",
+                IDLE_TIMEOUT_RANGE.start(),
+                IDLE_TIMEOUT_RANGE.end()
+            ),
+        )),
+    }
 }
 
 pub const CLIENTS: &str = "LoadBalancerClients";
@@ -149,6 +172,19 @@ mod tests {
         assert!(check_enforcement(true, false, &none).is_ok(), "given groups carry the user's own rules");
         assert!(check_enforcement(false, true, &none).is_ok());
         assert!(check_enforcement(false, false, &some).unwrap_err().to_string().starts_with("LoadBalancerClients:"));
+    }
+
+    #[test]
+    fn idle_timeouts_are_what_aws_allows() {
+        assert_eq!(idle_timeout(&props(json!({}))).unwrap(), None);
+        assert_eq!(idle_timeout(&props(json!({"IdleTimeoutSeconds": "3600"}))).unwrap(), Some(3600));
+        assert_eq!(idle_timeout(&props(json!({"IdleTimeoutSeconds": "60"}))).unwrap(), Some(60));
+        assert_eq!(idle_timeout(&props(json!({"IdleTimeoutSeconds": "6000"}))).unwrap(), Some(6000));
+        for bad in ["59", "6001", "0", "-1", "ten", "3600.5"] {
+            let err = idle_timeout(&props(json!({"IdleTimeoutSeconds": bad}))).unwrap_err().to_string();
+            assert!(err.starts_with("IdleTimeoutSeconds: "), "{err}");
+            assert!(err.contains("from 60 to 6000"), "{err}");
+        }
     }
 
     #[test]

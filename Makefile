@@ -41,10 +41,10 @@ reliability: $(VENV_READY)
 		| tee target/reliability.log | grep -E '^(reliability:|test result)'
 	@grep -q '^test result: ok' target/reliability.log
 
-## soak: randomized CloudFormation histories with faults; SEED=N replays one (printing its history), SEEDS=N runs seeds 1 to N
+## soak: randomized CloudFormation histories with faults; SEED=N replays one (printing its history), SEEDS=N runs seeds 1 (or FIRST) to N
 soak: $(VENV_READY)
-	@test -n "$(SEED)$(SEEDS)" || { echo "make soak SEED=N (one seed) or SEEDS=N (seeds 1 to N)"; exit 2; }
-	SOAK_SEED=$(SEED) SOAK_SEEDS=$(SEEDS) MOTO_PYTHON=$(MOTO_PYTHON) \
+	@test -n "$(SEED)$(SEEDS)" || { echo "make soak SEED=N (one seed) or SEEDS=N [FIRST=M] (seeds 1 or M to N)"; exit 2; }
+	SOAK_SEED=$(SEED) SOAK_SEEDS=$(SEEDS) SOAK_FIRST=$(FIRST) MOTO_PYTHON=$(MOTO_PYTHON) \
 		cargo test --locked --test integration soak::chosen -- --ignored --nocapture --exact
 
 ## bench: speed, calls and memory of the release binary against moto, each beside its budget (non-zero exit when one is missed)

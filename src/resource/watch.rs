@@ -128,14 +128,19 @@ pub async fn acceptance(watch: &StillAwaited, service_id: &str) -> Acceptance {
         let status = watch.ask().await;
         match status {
             ResourceStatus::NoStack(_) => return Acceptance::Taken,
-            ResourceStatus::Unreachable(_) => return Acceptance::Unsure,
             _ if status.physical_id() == Some(service_id) => return Acceptance::Taken,
             ResourceStatus::Settled { .. } => return Acceptance::Refused(status.to_string()),
-            ResourceStatus::InProgress { .. } if Instant::now() + ACCEPTANCE_POLL > give_up => {
-                info!("CloudFormation has not shown the answer yet");
+            // Not shown yet, or not asked (a denial or throttling can pass): asked again
+            // within the wait, as an unsure chain of a cancelled Create outlives its stack.
+            ResourceStatus::InProgress { .. } | ResourceStatus::Unreachable(_)
+                if Instant::now() + ACCEPTANCE_POLL > give_up =>
+            {
+                info!(%status, "CloudFormation has not shown the answer yet");
                 return Acceptance::Unsure;
             }
-            ResourceStatus::InProgress { .. } => tokio::time::sleep(ACCEPTANCE_POLL).await,
+            ResourceStatus::InProgress { .. } | ResourceStatus::Unreachable(_) => {
+                tokio::time::sleep(ACCEPTANCE_POLL).await
+            }
         }
     }
 }

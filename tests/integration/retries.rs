@@ -192,3 +192,19 @@ async fn a_rollback_whose_first_questions_are_denied_still_rolls_back() {
     s.cfn.stack_status("UPDATE_ROLLBACK_COMPLETE");
     s.holds_exactly(Some(&a), "a rollback whose first questions were denied").await;
 }
+
+/// Soak seed 145: a Create cancelled at its first question, then denied the questions
+/// after it (its last check and whether CloudFormation took the answer), built and kept
+/// its chain unmarked: the stack was gone, and no later event would ever remove it.
+#[tokio::test]
+async fn a_cancelled_create_denied_its_later_questions_still_removes_its_chain() {
+    let s = Simulator::start().await;
+    let props = s.h.properties();
+    let create = s.event("Create", &props, None, None);
+    s.cfn.cancel_after_next_describe();
+    let building = s.send(&create).await;
+    s.cfn.cancelled().await;
+    s.cfn.fail_next(2, Failing::AccessDenied);
+    assert_eq!(s.runtime.ended(&building, TIMEOUT).await, Ended::Response("null".into()));
+    s.holds_exactly(None, "a cancelled Create whose later questions were denied").await;
+}

@@ -64,7 +64,7 @@ async fn fixed_seeds_16_to_20() {
     }
 }
 
-/// `SOAK_SEED=N` (one seed) or `SOAK_SEEDS=N` (seeds 1 to N): `make soak`.
+/// `SOAK_SEED=N` (one seed) or `SOAK_SEEDS=N` (seeds 1, or `SOAK_FIRST`, to N): `make soak`.
 #[tokio::test]
 #[ignore = "run by make soak"]
 async fn chosen() {
@@ -77,7 +77,7 @@ async fn chosen() {
     };
     let seeds: Vec<u64> = match (number("SOAK_SEED"), number("SOAK_SEEDS")) {
         (Some(seed), _) => vec![seed],
-        (None, Some(n)) => (1..=n).collect(),
+        (None, Some(n)) => (number("SOAK_FIRST").unwrap_or(1)..=n).collect(),
         (None, None) => panic!("set SOAK_SEED or SOAK_SEEDS"),
     };
     let started = Instant::now();

@@ -15,6 +15,11 @@ use crate::error::{Error, Result};
 /// How long to wait, after answering, for CloudFormation to show that it took the answer.
 const ACCEPTANCE_WAIT: Duration = Duration::from_secs(30);
 const ACCEPTANCE_POLL: Duration = Duration::from_secs(2);
+/// How many more times to ask, in a row and how far apart, when CloudFormation could
+/// not be asked although it answered earlier in the request: a throttling or a denial
+/// passes within a few asks. An outage that lasted the whole request is not waited out.
+const UNREACHABLE_RETRIES: u32 = 3;
+const UNREACHABLE_POLL: Duration = Duration::from_secs(1);
 
 /// The checkpoint of a Create or Update: passes while CloudFormation still shows
 /// the resource in progress, or knows no such stack (an emulator, a local run).
@@ -124,8 +129,15 @@ pub enum Acceptance {
 /// chain must then go, or nothing would ever delete it.
 pub async fn acceptance(watch: &StillAwaited, service_id: &str) -> Acceptance {
     let give_up = Instant::now() + ACCEPTANCE_WAIT;
+    let unreachable_retries = if watch.stack_known().is_some() { UNREACHABLE_RETRIES } else { 0 };
+    let mut unreachable_in_a_row = 0;
     loop {
         let status = watch.ask().await;
+        if let ResourceStatus::Unreachable(_) = status {
+            unreachable_in_a_row += 1;
+        } else {
+            unreachable_in_a_row = 0;
+        }
         match status {
             ResourceStatus::NoStack(_) => return Acceptance::Taken,
             _ if status.physical_id() == Some(service_id) => return Acceptance::Taken,
@@ -133,14 +145,13 @@ pub async fn acceptance(watch: &StillAwaited, service_id: &str) -> Acceptance {
             // Not shown yet, or not asked (a denial or throttling can pass): asked again
             // within the wait, as an unsure chain of a cancelled Create outlives its stack.
             ResourceStatus::InProgress { .. } | ResourceStatus::Unreachable(_)
-                if Instant::now() + ACCEPTANCE_POLL > give_up =>
+                if Instant::now() + ACCEPTANCE_POLL > give_up || unreachable_in_a_row > unreachable_retries =>
             {
                 info!(%status, "CloudFormation has not shown the answer yet");
                 return Acceptance::Unsure;
             }
-            ResourceStatus::InProgress { .. } | ResourceStatus::Unreachable(_) => {
-                tokio::time::sleep(ACCEPTANCE_POLL).await
-            }
+            ResourceStatus::InProgress { .. } => tokio::time::sleep(ACCEPTANCE_POLL).await,
+            ResourceStatus::Unreachable(_) => tokio::time::sleep(UNREACHABLE_POLL).await,
         }
     }
 }

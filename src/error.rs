@@ -34,6 +34,10 @@ pub enum Error {
         held: Option<String>,
     },
 
+    /// The chain cannot take the change in place after all (AWS refused it): a new chain is built.
+    #[error("{0}")]
+    NeedsNewChain(String),
+
     /// An Update stopped changing anything: its stack is rolling it back.
     #[error("{0}; stopped before changing anything more (the rollback puts the rest back)")]
     Stopped(String),

@@ -94,14 +94,14 @@ impl Chain<'_> {
         }
 
         let load_balancer_side = async {
-            let (lb_arn, fresh_lb) = load_balancer::ensure(
+            let (lb_arn, fresh_lb, served) = Box::pin(load_balancer::ensure(
                 elb,
                 existing.load_balancers.first(),
                 want,
                 &groups,
                 &load_balancer_tags,
                 progress,
-            )
+            ))
             .await?;
             let (lb, ()) = tokio::try_join!(
                 load_balancer::wait_active(elb, &lb_arn, fresh_lb, MAX_STATE_WAIT, progress),
@@ -122,7 +122,7 @@ impl Chain<'_> {
                 load_balancer::ensure_cross_zone(elb, &lb_arn, want.spec.cross_zone, fresh_lb, progress),
                 endpoint_service::ensure(ec2, existing.services.first(), &lb.arn, want, &service_tags, progress),
             )?;
-            Ok((lb, listener_arn, service, fresh_service))
+            Ok((lb, listener_arn, service, fresh_service, served))
         };
         let target_side = async {
             tokio::try_join!(
@@ -133,7 +133,7 @@ impl Chain<'_> {
         };
         let (load_balancer_side, target_side) = tokio::join!(load_balancer_side, target_side);
         target_side?;
-        let (lb, listener_arn, service, fresh_service) = load_balancer_side?;
+        let (lb, listener_arn, service, fresh_service, served) = load_balancer_side?;
 
         let ((), health, ()) = tokio::try_join!(
             endpoint_service::ensure_principals(
@@ -150,7 +150,7 @@ impl Chain<'_> {
         self.drop_own_group_if_unused(want, &existing, progress).await?;
         let health = self.health(want, &tg_arn, &groups, health, health_until, progress).await?;
         info!(service_id = %service.id, generation = %want.generation, "chain complete");
-        Ok(built(want, service, &lb, tg_arn, listener_arn, groups, health))
+        Ok(built(want, service, &lb, &served, tg_arn, listener_arn, groups, health))
     }
 
     /// Changes a complete chain in place. `group` carries the load balancer and
@@ -171,7 +171,8 @@ impl Chain<'_> {
 
         let load_balancer_side = async {
             let groups = self.load_balancer_groups(want, group, &tags, progress).await?;
-            load_balancer::ensure(elb, Some(lb), want, &groups, &load_balancer_tags, progress).await?;
+            let (_, _, served) =
+                load_balancer::ensure(elb, Some(lb), want, &groups, &load_balancer_tags, progress).await?;
             // A load balancer that is not active yet (a Create moments ago) is waited for.
             if !lb.active {
                 load_balancer::wait_active(elb, &lb.arn, false, MAX_STATE_WAIT, progress).await?;
@@ -180,7 +181,7 @@ impl Chain<'_> {
                 self.drop_own_group_if_unused(want, group, progress),
                 self.database_ingress(want, group, &groups, &tags, progress),
             )?;
-            Ok(groups)
+            Ok((groups, served))
         };
         let target_side = async {
             let ((), (), changed) = tokio::try_join!(
@@ -195,7 +196,7 @@ impl Chain<'_> {
             }
         };
         let known = listener::Known::Tags(group.listener_tags.values().next());
-        let (groups, health, listener_arn, (), (service, _), (), ()) = tokio::try_join!(
+        let ((groups, served), health, listener_arn, (), (service, _), (), ()) = tokio::try_join!(
             load_balancer_side,
             target_side,
             listener::ensure(elb, &lb.arn, &tg.arn, want, known, &tags, progress),
@@ -207,7 +208,7 @@ impl Chain<'_> {
         )?;
         let health = self.health(want, &tg.arn, &groups, health, health_until, progress).await?;
         info!(service_id = %service.id, generation = %want.generation, "chain changed in place");
-        Ok(built(want, service, lb, tg.arn.clone(), listener_arn, groups, health))
+        Ok(built(want, service, lb, &served, tg.arn.clone(), listener_arn, groups, health))
     }
 
     async fn database_ingress(
@@ -254,11 +255,13 @@ impl Chain<'_> {
     }
 }
 
-/// What a finished chain reports.
+/// What a finished chain reports: the zones are those its load balancer's subnets serve.
+#[allow(clippy::too_many_arguments)]
 fn built(
     want: &Desired<'_>,
     service: EndpointService,
     lb: &LoadBalancer,
+    subnets: &BTreeSet<String>,
     target_group_arn: String,
     listener_arn: String,
     groups: BTreeSet<String>,
@@ -271,7 +274,7 @@ fn built(
         load_balancer_dns_name: lb.dns_name.clone(),
         target_group_arn,
         listener_arn,
-        zones: want.resolved.network.zones(),
+        zones: want.resolved.network.zones_of(subnets),
         // Kept while the writer settles: what is registered now.
         target_ips: match want.resolved.keep_targets {
             true => target_health.iter().filter_map(|t| t.id.parse().ok()).collect(),

@@ -318,9 +318,8 @@ pub async fn delete(ec2: &aws_sdk_ec2::Client, service_id: &str, progress: &Prog
     wait_deleted(ec2, service_id, progress).await
 }
 
-/// Rejects every connection that is open or waiting for acceptance.
-async fn reject_connections(ec2: &aws_sdk_ec2::Client, service_id: &str, progress: &Progress) -> Result<()> {
-    let _step = progress.step("rejecting the endpoint connections still open");
+/// The consumers' endpoints connected to the service or waiting for acceptance.
+pub async fn active_connections(ec2: &aws_sdk_ec2::Client, service_id: &str) -> Result<Vec<String>> {
     let connections: Vec<_> = ec2
         .describe_vpc_endpoint_connections()
         .filters(Filter::builder().name("service-id").values(service_id).build())
@@ -330,7 +329,7 @@ async fn reject_connections(ec2: &aws_sdk_ec2::Client, service_id: &str, progres
         .try_collect()
         .await
         .map_err(Error::aws("listing endpoint connections (DescribeVpcEndpointConnections)"))?;
-    let open: Vec<String> = connections
+    Ok(connections
         .into_iter()
         // AWS spells these states in more than one case ("available", "Available").
         .filter(|c| {
@@ -338,7 +337,13 @@ async fn reject_connections(ec2: &aws_sdk_ec2::Client, service_id: &str, progres
             matches!(state.as_str(), "available" | "pendingacceptance" | "pending")
         })
         .filter_map(|c| c.vpc_endpoint_id)
-        .collect();
+        .collect())
+}
+
+/// Rejects every connection that is open or waiting for acceptance.
+async fn reject_connections(ec2: &aws_sdk_ec2::Client, service_id: &str, progress: &Progress) -> Result<()> {
+    let _step = progress.step("rejecting the endpoint connections still open");
+    let open = active_connections(ec2, service_id).await?;
     if open.is_empty() {
         return Ok(());
     }

@@ -11,6 +11,7 @@ use elbv2::types::{
 use tracing::{info, warn};
 
 use super::poll::{self, AcceptorState, LOAD_BALANCER_NOT_FOUND, Waited};
+use super::refused_zones::{self, REFUSED_ZONES_TAG};
 use super::tags::{self, Tags};
 use super::{Desired, Progress};
 use crate::error::{Error, Result, code_of};
@@ -125,12 +126,19 @@ pub fn replacement_reasons(lb: &LoadBalancer, want: &Desired<'_>) -> Vec<String>
     }
     if lb.vpc_id != want.resolved.network.vpc_id {
         reasons.push(format!("SubnetIds: the subnets moved from {} to {}", lb.vpc_id, want.resolved.network.vpc_id));
-    } else if !lb.subnets.is_subset(&want.resolved.subnet_ids) {
-        let removed: Vec<&str> = lb.subnets.difference(&want.resolved.subnet_ids).map(String::as_str).collect();
-        reasons.push(format!(
-            "SubnetIds: {} would be removed, which AWS refuses while an endpoint service uses the load balancer",
-            removed.join(", ")
-        ));
+    } else {
+        // A zone's subnet is changed only by removing it, then adding the other (NLB guide,
+        // "Update the Availability Zones for your Network Load Balancer"): the chain is replaced.
+        let wanted_zones: BTreeMap<&str, &str> =
+            want.resolved.network.subnets.iter().map(|(id, zone)| (zone.name.as_str(), id.as_str())).collect();
+        for removed in lb.subnets.difference(&want.resolved.subnet_ids) {
+            let zone = lb.zones.get(removed).map(String::as_str).unwrap_or_default();
+            if let Some(other) = wanted_zones.get(zone).filter(|other| !lb.subnets.contains(**other)) {
+                reasons.push(format!(
+                    "SubnetIds: {other} would take the place of {removed} in {zone}, which AWS does only in two steps (remove, then add)"
+                ));
+            }
+        }
     }
     if lb.security_groups.is_empty() && !want.spec.security_group_ids.is_empty() {
         reasons.push(
@@ -140,9 +148,17 @@ pub fn replacement_reasons(lb: &LoadBalancer, want: &Desired<'_>) -> Vec<String>
     reasons
 }
 
+/// The subnets of `lb` that `want` leaves out (zones it no longer serves): AWS removes
+/// them in place while no consumer's endpoint is associated (NLB guide, "Update the
+/// Availability Zones for your Network Load Balancer").
+pub fn removed_subnets(lb: &LoadBalancer, want: &Desired<'_>) -> Vec<String> {
+    lb.subnets.difference(&want.resolved.subnet_ids).cloned().collect()
+}
+
 /// Creates the load balancer with `groups`, or brings an existing one's subnets,
-/// security groups, PrivateLink enforcement and tags to what is wanted. Returns
-/// its ARN and whether this call created it.
+/// security groups, PrivateLink enforcement and tags to what is wanted, leaving out the
+/// zones AWS refuses a load balancer in where it can ([`refused_zones`]). Returns its
+/// ARN, whether this call created it, and the subnets it has now.
 pub async fn ensure(
     elb: &elbv2::Client,
     existing: Option<&LoadBalancer>,
@@ -150,63 +166,133 @@ pub async fn ensure(
     groups: &BTreeSet<String>,
     tags: &Tags,
     progress: &Progress,
-) -> Result<(String, bool)> {
+) -> Result<(String, bool, BTreeSet<String>)> {
     let enforce = want.spec.enforce_inbound_on_private_link;
+    let mut refused = existing.map(|lb| refused_zones::recorded(&lb.tags)).unwrap_or_default();
     let Some(lb) = existing else {
         let _step = progress.step("creating the load balancer");
-        let created = elb
-            .create_load_balancer()
-            .name(want.resource_name())
-            .r#type(LoadBalancerTypeEnum::Network)
-            .scheme(LoadBalancerSchemeEnum::Internal)
-            .ip_address_type(IpAddressType::Ipv4)
-            .set_subnets(Some(want.resolved.subnet_ids.iter().cloned().collect()))
-            // Only at creation: an NLB created without security groups can never get any.
-            .set_security_groups(Some(groups.iter().cloned().collect()).filter(|g: &Vec<_>| !g.is_empty()))
-            .set_tags(Some(tags.elb()))
-            .send()
-            .await;
-        let created = match created {
-            Ok(created) => created,
-            // AWS returns the existing load balancer for the same name and settings
-            // (CreateLoadBalancer "is idempotent", ELB API reference) and this error for other
-            // settings: an earlier attempt of this request made it if it carries its generation.
-            Err(err) if code_of(&err) == Some("DuplicateLoadBalancerName") => {
-                let Some(lb) = adopt(elb, &want.resource_name(), tags).await? else {
-                    return Err(Error::aws("creating the load balancer (CreateLoadBalancer)")(err));
-                };
-                return Box::pin(ensure(elb, Some(&lb), want, groups, tags, progress)).await;
-            }
-            Err(err) => return Err(Error::aws("creating the load balancer (CreateLoadBalancer)")(err)),
-        };
-        let arn = created
-            .load_balancers
-            .and_then(|lbs| lbs.into_iter().next())
-            .and_then(|lb| lb.load_balancer_arn)
-            .ok_or_else(|| Error::Unexpected {
-                step: "creating the load balancer",
-                message: "CreateLoadBalancer returned no ARN".into(),
-            })?;
-        progress.record("load balancer", &arn);
-        return Ok((arn, true));
+        loop {
+            let subnets = refused_zones::usable(want, &refused);
+            let tags = tags.with(REFUSED_ZONES_TAG, refused_zones::tag_value(&refused));
+            let created = elb
+                .create_load_balancer()
+                .name(want.resource_name())
+                .r#type(LoadBalancerTypeEnum::Network)
+                .scheme(LoadBalancerSchemeEnum::Internal)
+                .ip_address_type(IpAddressType::Ipv4)
+                .set_subnets(Some(subnets.iter().cloned().collect()))
+                // Only at creation: an NLB created without security groups can never get any.
+                .set_security_groups(Some(groups.iter().cloned().collect()).filter(|g: &Vec<_>| !g.is_empty()))
+                .set_tags(Some(tags.elb()))
+                .send()
+                .await;
+            let created = match created {
+                Ok(created) => created,
+                // AWS returns the existing load balancer for the same name and settings
+                // (CreateLoadBalancer "is idempotent", ELB API reference) and this error for other
+                // settings: an earlier attempt of this request made it if it carries its generation.
+                Err(err) if code_of(&err) == Some("DuplicateLoadBalancerName") => {
+                    let Some(lb) = adopt(elb, &want.resource_name(), &tags).await? else {
+                        return Err(Error::aws("creating the load balancer (CreateLoadBalancer)")(err));
+                    };
+                    return Box::pin(ensure(elb, Some(&lb), want, groups, &tags, progress)).await;
+                }
+                Err(err) => match leave_out_refused(&err, want, &subnets, &mut refused) {
+                    Some(left_out) => {
+                        left_out?;
+                        continue;
+                    }
+                    None => return Err(Error::aws("creating the load balancer (CreateLoadBalancer)")(err)),
+                },
+            };
+            let arn = created
+                .load_balancers
+                .and_then(|lbs| lbs.into_iter().next())
+                .and_then(|lb| lb.load_balancer_arn)
+                .ok_or_else(|| Error::Unexpected {
+                    step: "creating the load balancer",
+                    message: "CreateLoadBalancer returned no ARN".into(),
+                })?;
+            progress.record("load balancer", &arn);
+            return Ok((arn, true, subnets));
+        }
     };
-    if lb.subnets != want.resolved.subnet_ids {
+    let mut subnets = refused_zones::usable(want, &refused);
+    while lb.subnets != subnets {
         let _step = progress.step("adding subnets to the load balancer");
         progress.gate().await?;
-        elb.set_subnets()
+        match elb
+            .set_subnets()
             .load_balancer_arn(&lb.arn)
-            .set_subnets(Some(want.resolved.subnet_ids.iter().cloned().collect()))
+            .set_subnets(Some(subnets.iter().cloned().collect()))
             .send()
             .await
-            .map_err(Error::aws("changing the load balancer's subnets (SetSubnets)"))?;
+        {
+            Ok(_) => break,
+            Err(err) => match leave_out_refused(&err, want, &subnets, &mut refused) {
+                Some(left_out) => {
+                    left_out?;
+                    subnets = refused_zones::usable(want, &refused);
+                }
+                // AWS keeps subnets while a consumer's endpoint is associated, and says so.
+                None if !lb.subnets.is_subset(&subnets) && names_endpoints(&err) => {
+                    let message = elbv2::error::ProvideErrorMetadata::message(&err).unwrap_or_default().to_string();
+                    return Err(Error::NeedsNewChain(format!("AWS keeps the load balancer's subnets: {message}")));
+                }
+                None => return Err(Error::aws("changing the load balancer's subnets (SetSubnets)")(err)),
+            },
+        }
     }
     // Enforcement is set only with security groups (AWS reports it for a load balancer that has some).
     let enforcement_differs = !groups.is_empty() && lb.enforce_inbound_on_private_link != Some(enforce);
     if (&lb.security_groups != groups || enforcement_differs) && !lb.security_groups.is_empty() {
         set_security_groups(elb, &lb.arn, groups, enforce, false, progress).await?;
     }
-    tags::sync_elb(elb, &lb.arn, &lb.tags, tags, progress).await?;
-    Ok((lb.arn.clone(), false))
+    let tags = tags.with(REFUSED_ZONES_TAG, refused_zones::tag_value(&refused));
+    tags::sync_elb(elb, &lb.arn, &lb.tags, &tags, progress).await?;
+    Ok((lb.arn.clone(), false, subnets))
+}
+
+/// Whether AWS's error speaks of VPC endpoints (associations or connections).
+fn names_endpoints<E: elbv2::error::ProvideErrorMetadata, R>(err: &elbv2::error::SdkError<E, R>) -> bool {
+    let message = err.as_service_error().and_then(|e| e.message()).unwrap_or_default().to_ascii_lowercase();
+    message.contains("endpoint")
+}
+
+/// When `err` is AWS refusing load balancers in zones of `subnets`: Ok once those zones
+/// are added to `refused`, if each can be left out, else the error naming what to change.
+/// None when `err` is something else.
+fn leave_out_refused<E: elbv2::error::ProvideErrorMetadata, R>(
+    err: &elbv2::error::SdkError<E, R>,
+    want: &Desired<'_>,
+    subnets: &BTreeSet<String>,
+    refused: &mut BTreeSet<String>,
+) -> Option<Result<()>> {
+    let message = err.as_service_error().and_then(|e| e.message()).unwrap_or_default();
+    let zones = refused_zones::named(code_of(err), message, want, subnets);
+    if zones.is_empty() {
+        return None;
+    }
+    if let Some(error) = zones.iter().find_map(|zone| refused_zones::must_serve(zone, want, message)) {
+        return Some(Err(error));
+    }
+    let fewer = subnets
+        .iter()
+        .filter(|id| want.resolved.network.subnets.get(*id).is_none_or(|zone| !zones.iter().any(|z| z.id == zone.id)));
+    if fewer.count() == 0 {
+        let problem = format!(
+            "AWS refuses load balancers in every zone derived: \"{message}\"; give SubnetIds in zones that take one"
+        );
+        return Some(Err(Error::property("SubnetIds", problem)));
+    }
+    for zone in zones {
+        warn!(
+            zone = %zone.name, zone_id = %zone.id, aws_said = message,
+            "AWS refuses load balancers in this zone; leaving it out (a database instance there is still reached, with cross-zone load balancing), and remembering it on the load balancer"
+        );
+        refused.insert(zone.id);
+    }
+    Some(Ok(()))
 }
 
 /// For a load balancer created just now with `groups`: AWS turns PrivateLink

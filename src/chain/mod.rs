@@ -13,6 +13,7 @@ pub mod listener;
 pub mod load_balancer;
 pub mod network;
 mod poll;
+mod refused_zones;
 pub mod rules;
 mod security_group;
 mod tags;
@@ -278,16 +279,28 @@ impl<'a> Chain<'a> {
         Chain { aws, owner }
     }
 
-    /// Why `group` cannot become `want` in place; empty when it can.
-    pub fn replacement_reasons(&self, want: &Desired<'_>, group: &Group) -> Vec<String> {
+    /// Why `group` cannot become `want` in place; empty when it can. Subnets are removed
+    /// in place only while no consumer's endpoint is connected.
+    pub async fn replacement_reasons(&self, want: &Desired<'_>, group: &Group) -> Result<Vec<String>> {
         let mut reasons = Vec::new();
         if let Some(lb) = group.load_balancers.first() {
             reasons.extend(load_balancer::replacement_reasons(lb, want));
+            let removed = load_balancer::removed_subnets(lb, want);
+            if let (false, true, Some(service)) = (removed.is_empty(), reasons.is_empty(), group.services.first()) {
+                let connected = endpoint_service::active_connections(&self.aws.ec2, &service.id).await?;
+                if !connected.is_empty() {
+                    reasons.push(format!(
+                        "SubnetIds: {} would be removed, which AWS refuses while consumers' endpoints are connected ({})",
+                        removed.join(", "),
+                        connected.join(", ")
+                    ));
+                }
+            }
         }
         if let Some(tg) = group.target_groups.first() {
             reasons.extend(target_group::replacement_reasons(tg, want));
         }
-        reasons
+        Ok(reasons)
     }
 
     /// Records that CloudFormation received `service_id` on the chain's load balancer

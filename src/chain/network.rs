@@ -55,6 +55,13 @@ impl Network {
         zones.into_iter().collect()
     }
 
+    /// The zones of those of its subnets that are in `subnets`.
+    pub fn zones_of(&self, subnets: &BTreeSet<String>) -> Vec<Zone> {
+        let zones: BTreeSet<Zone> =
+            self.subnets.iter().filter(|(id, _)| subnets.contains(*id)).map(|(_, zone)| zone.clone()).collect();
+        zones.into_iter().collect()
+    }
+
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         self.blocks.contains(ip)
     }
@@ -105,6 +112,26 @@ pub async fn vpc_subnets(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<BTre
 }
 
 /// The zones of this region the account can use, by zone ID.
+/// The region's zones that cannot hold a load balancer, by name, with their type: Local
+/// Zones and Wavelength Zones (`ZoneType` other than `availability-zone`; NLB guide,
+/// "Update the Availability Zones for your Network Load Balancer": no subnet in a Local Zone).
+pub async fn zones_without_load_balancers(ec2: &aws_sdk_ec2::Client) -> Result<BTreeMap<String, String>> {
+    let zones = ec2
+        .describe_availability_zones()
+        .send()
+        .await
+        .map_err(Error::aws("reading the region's Availability Zones (DescribeAvailabilityZones)"))?;
+    Ok(zones
+        .availability_zones
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|zone| {
+            let kind = zone.zone_type.filter(|kind| kind != "availability-zone")?;
+            Some((zone.zone_name?, kind))
+        })
+        .collect())
+}
+
 pub async fn region_zones(ec2: &aws_sdk_ec2::Client) -> Result<BTreeMap<String, Zone>> {
     let zones = ec2
         .describe_availability_zones()

@@ -3,7 +3,9 @@
 //! needs no inbound rule while enforcement is off, and a rule for the whole VPC
 //! would let every host in it around the database's own group. Outbound: TCP on the
 //! port to the database's security groups when RDS names them, else to the VPC's
-//! blocks (the address can move, and the writer sync may not change groups); the
+//! blocks (the address can move, and the writer sync may not change groups), and to
+//! each target outside the VPC, that address alone (the follower never moves a target
+//! out of the VPC, so only Create and Update change these); the
 //! health checks obey the outbound rules (ELB user guide, "Security groups for your
 //! Network Load Balancer").
 
@@ -112,6 +114,12 @@ pub async fn ensure(
     let current = rules::describe(ec2, vec![rules::filter("group-id", [group.id.as_str()])]).await?;
     let ids: BTreeMap<Wanted, String> = current.iter().map(|rule| (Wanted::of(rule), rule.id.clone())).collect();
     let current: BTreeSet<Wanted> = ids.keys().cloned().collect();
+    // While the writer settles the registered target stays (its address unknown here), and
+    // so does the way out to an address outside the VPC.
+    let mut wanted = wanted;
+    if want.resolved.keep_targets {
+        wanted.extend(current.iter().filter(|rule| rule.egress && rule.peer.is_single_address()).cloned());
+    }
     if current != wanted {
         progress.gate().await?;
         apply(ec2, &group.id, &wanted, &current, &ids, tags, false).await?;
@@ -206,6 +214,11 @@ impl Peer {
             false => Peer::Cidr(source.to_string()),
         }
     }
+
+    /// One IPv4 address (`/32`): the way out to a target outside the VPC.
+    fn is_single_address(&self) -> bool {
+        matches!(self, Peer::Cidr(cidr) if cidr.ends_with("/32"))
+    }
 }
 
 impl Wanted {
@@ -230,9 +243,13 @@ fn wanted_rules(want: &Desired<'_>) -> BTreeSet<Wanted> {
         false => database_groups.iter().cloned().map(Peer::Group).collect(),
         true => want.resolved.network.blocks.cidrs().into_iter().map(Peer::Cidr).collect(),
     };
+    // A target outside the VPC (a peered VPC, on premises; the group has the VPC's blocks):
+    // exactly that address, as health checks and traffic obey the outbound rules.
+    let outside = want.resolved.target_ips.iter().filter(|ip| !want.resolved.network.contains(**ip));
+    let towards = towards.into_iter().chain(outside.map(|ip| Peer::Cidr(format!("{ip}/32"))));
     let inbound =
         want.spec.load_balancer_clients.iter().map(|source| Wanted::tcp(false, port, Peer::of_client(source)));
-    inbound.chain(towards.into_iter().map(|peer| Wanted::tcp(true, port, peer))).collect()
+    inbound.chain(towards.map(|peer| Wanted::tcp(true, port, peer))).collect()
 }
 
 const DUPLICATE: &str = "InvalidPermission.Duplicate";

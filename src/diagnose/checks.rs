@@ -27,6 +27,7 @@ const LISTENER: &str = "Listener";
 const WRITER: &str = "Target is the writer";
 const HEALTH: &str = "Target health";
 const INGRESS: &str = "Database admits the load balancer";
+const EGRESS: &str = "Load balancer may reach the target";
 
 /// Every check of the chain whose endpoint service is `service_id`.
 pub async fn chain(aws: &Aws, databases: &Databases, service_id: &str) -> ChainReport {
@@ -100,6 +101,7 @@ pub async fn chain(aws: &Aws, databases: &Databases, service_id: &str) -> ChainR
     let database_groups: BTreeSet<String> =
         described.map(|d| d.security_groups.iter().cloned().collect()).unwrap_or_default();
     report.checks.push(health_check(&facts, health.as_ref(), &database_groups));
+    report.checks.push(egress(aws, &facts, health.as_ref(), &database_groups).await);
     report.checks.push(ingress(aws, &facts, &database_groups, database.as_ref()).await);
     report
 }
@@ -406,6 +408,67 @@ fn writer_check(
             ),
         ),
     }
+}
+
+/// Health checks and traffic obey the load balancer's outbound rules (ELB user guide,
+/// "Security groups for your Network Load Balancer"): each registered target must be let
+/// out to, by address or by one of the database's groups.
+async fn egress(
+    aws: &Aws,
+    facts: &Facts,
+    health: Option<&Result<Vec<TargetHealth>>>,
+    database_groups: &BTreeSet<String>,
+) -> Check {
+    let (Some(lb), Some(tg), Some(Ok(health))) = (&facts.load_balancer, &facts.target_group, health) else {
+        return Check::new(EGRESS, false, "no load balancer or targets to check");
+    };
+    if lb.security_groups.is_empty() {
+        return Check::new(
+            EGRESS,
+            true,
+            "the load balancer has no security groups: its outbound traffic is not filtered",
+        );
+    }
+    let found = rules::describe(&aws.ec2, vec![rules::filter("group-id", lb.security_groups.iter().cloned())]).await;
+    let found = match found {
+        Ok(found) => found,
+        Err(error) => return Check::unread(EGRESS, &error),
+    };
+    let out: Vec<&Rule> = found.iter().filter(|r| r.egress && r.admits_tcp(tg.port)).collect();
+    let reaches = |ip: Ipv4Addr| {
+        out.iter().any(|r| {
+            r.cidr.as_deref().is_some_and(|cidr| cidr_contains(cidr, ip))
+                || r.source_group.as_ref().is_some_and(|g| database_groups.contains(g))
+        })
+    };
+    let missing: Vec<String> =
+        registered(health).into_iter().filter(|ip| !reaches(*ip)).map(|ip| ip.to_string()).collect();
+    let groups = lb.security_groups.iter().cloned().collect::<Vec<_>>().join(", ");
+    match missing.is_empty() {
+        true => Check::new(
+            EGRESS,
+            true,
+            format!("the outbound rules of {groups} let it reach every target on TCP {}", tg.port),
+        ),
+        false => Check::new(
+            EGRESS,
+            false,
+            format!(
+                "no outbound rule of {groups} lets the load balancer reach {} on TCP {}, and its health checks and traffic obey them: add an outbound rule for TCP {} to each address (as /32) to one of these groups",
+                missing.join(", "),
+                tg.port,
+                tg.port
+            ),
+        ),
+    }
+}
+
+/// Whether the IPv4 block `cidr` ("10.0.0.0/16") holds `ip`.
+fn cidr_contains(cidr: &str, ip: Ipv4Addr) -> bool {
+    let Some((net, len)) = cidr.split_once('/') else { return false };
+    let (Ok(net), Ok(len)) = (net.parse::<Ipv4Addr>(), len.parse::<u32>()) else { return false };
+    let mask = u32::MAX.checked_shl(32 - len.min(32)).unwrap_or(0);
+    u32::from(ip) & mask == u32::from(net) & mask
 }
 
 fn health_check(

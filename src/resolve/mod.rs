@@ -151,8 +151,16 @@ pub async fn resolve(
                     format!("required: {} has no DB subnet group to take them from", described.what()),
                 )
             })?;
-            let listed = network::vpc_subnets(&aws.ec2, &group.vpc_id).await?;
-            let needs = Needs { group, placements: &described.placements, consumer_zone_ids: &spec.consumer_zone_ids };
+            let (listed, excluded) = tokio::try_join!(
+                Box::pin(network::vpc_subnets(&aws.ec2, &group.vpc_id)),
+                Box::pin(network::zones_without_load_balancers(&aws.ec2)),
+            )?;
+            let needs = Needs {
+                group,
+                placements: &described.placements,
+                consumer_zone_ids: &spec.consumer_zone_ids,
+                excluded_zones: &excluded,
+            };
             let derived = DerivedSubnets::choose(&aws.ec2, &needs, listed, checks).await?;
             info!(database = database.as_given(), subnet_group = %group.name, subnets = ?derived.chosen(), "subnets derived from the database");
             let needs_vpc = |subnets: &VpcBlocks| spec.security_group_ids.is_empty() || outside(subnets);

@@ -33,6 +33,8 @@ pub struct Needs<'a> {
     pub group: &'a SubnetGroup,
     pub placements: &'a [Placement],
     pub consumer_zone_ids: &'a BTreeSet<String>,
+    /// Zones that never hold a load balancer (Local, Wavelength), by name, with their type.
+    pub excluded_zones: &'a BTreeMap<String, String>,
 }
 
 /// Subnets derived from the database: one per zone that needs one, and the VPC's
@@ -100,6 +102,16 @@ impl DerivedSubnets {
 
         let mut chosen = BTreeMap::new();
         for (zone, reason) in wanted {
+            if let Some(kind) = needs.excluded_zones.get(&zone) {
+                match reason {
+                    Reason::Consumer(id) => errors.push(Error::property(
+                        CONSUMER_ZONES,
+                        format!("{id} ({zone}) is a {kind}, where AWS places no load balancer; leave it out, and have the consumer place its endpoint in an Availability Zone"),
+                    )),
+                    _ => info!(%zone, %kind, "leaving out a zone where AWS places no load balancer; cross-zone load balancing reaches the database there"),
+                }
+                continue;
+            }
             let in_group = needs.group.subnets.iter().filter(|(_, z)| *z == zone).map(|(id, _)| id);
             let usable = |id: &&String| listed.get(*id).is_some_and(|s| s.free_addresses >= MIN_FREE_ADDRESSES);
             let mut group_picks: Vec<&String> = in_group.filter(usable).collect();
@@ -294,7 +306,12 @@ mod tests {
         let group = group(&[("subnet-0b", "us-east-1a"), ("subnet-0a", "us-east-1a"), ("subnet-0c", "us-east-1b")]);
         let placements = [Placement { zone: "us-east-1b".into(), instance: "orders-2".into() }];
         let consumer = BTreeSet::from(["use1-az4".to_string()]);
-        let needs = Needs { group: &group, placements: &placements, consumer_zone_ids: &consumer };
+        let needs = Needs {
+            group: &group,
+            placements: &placements,
+            consumer_zone_ids: &consumer,
+            excluded_zones: &BTreeMap::new(),
+        };
         let derived = choose(&needs).await.unwrap();
         // 0c is the group's in us-east-1b but has 3 free addresses: the VPC's 0d instead.
         assert_eq!(
@@ -310,7 +327,12 @@ mod tests {
     #[tokio::test]
     async fn a_chain_keeps_its_subnets_and_gains_only_missing_zones() {
         let group = group(&[("subnet-0a", "us-east-1a"), ("subnet-0d", "us-east-1b")]);
-        let needs = Needs { group: &group, placements: &[], consumer_zone_ids: &BTreeSet::new() };
+        let needs = Needs {
+            group: &group,
+            placements: &[],
+            consumer_zone_ids: &BTreeSet::new(),
+            excluded_zones: &BTreeMap::new(),
+        };
         let derived = choose(&needs).await.unwrap();
         let mut network = Network {
             vpc_id: "vpc-1".into(),
@@ -327,9 +349,31 @@ mod tests {
     async fn an_instance_zone_without_room_fails_naming_subnet_ids() {
         let group = group(&[("subnet-0a", "us-east-1a")]);
         let placements = [Placement { zone: "us-east-1c".into(), instance: "orders-3".into() }];
-        let needs = Needs { group: &group, placements: &placements, consumer_zone_ids: &BTreeSet::new() };
+        let needs = Needs {
+            group: &group,
+            placements: &placements,
+            consumer_zone_ids: &BTreeSet::new(),
+            excluded_zones: &BTreeMap::new(),
+        };
         let err = choose(&needs).await.unwrap_err().to_string();
         assert!(err.starts_with("SubnetIds: the database's instance orders-3 is in us-east-1c"), "{err}");
         assert!(err.contains("it has no subnet there"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn zones_without_load_balancers_are_left_out_unless_the_consumer_needs_them() {
+        let group = group(&[("subnet-0a", "us-east-1a"), ("subnet-0e", "us-east-1d")]);
+        let placements = [Placement { zone: "us-east-1d".into(), instance: "orders-2".into() }];
+        let local = BTreeMap::from([("us-east-1d".to_string(), "local-zone".to_string())]);
+        let config = aws_sdk_ec2::Config::builder().behavior_version_latest().build();
+        let ec2 = aws_sdk_ec2::Client::from_conf(config);
+        let none = BTreeSet::new();
+        let needs = Needs { group: &group, placements: &placements, consumer_zone_ids: &none, excluded_zones: &local };
+        let derived = DerivedSubnets::choose(&ec2, &needs, listed(), ZoneChecks::Strict).await.unwrap();
+        assert_eq!(derived.chosen, BTreeMap::from([("us-east-1a".to_string(), "subnet-0a".to_string())]));
+        let consumer = BTreeSet::from(["use1-az4".to_string()]);
+        let needs = Needs { group: &group, placements: &[], consumer_zone_ids: &consumer, excluded_zones: &local };
+        let err = DerivedSubnets::choose(&ec2, &needs, listed(), ZoneChecks::Strict).await.unwrap_err().to_string();
+        assert!(err.starts_with("ConsumerAvailabilityZoneIds: use1-az4 (us-east-1d) is a local-zone"), "{err}");
     }
 }

@@ -182,7 +182,12 @@ impl ReversePrivateLink {
                 let after = AfterAnswer { elb_arns: built.elb_arns(), made, confirm: true, watch };
                 Ok(self.answer(&request.request_id, &spec, built, resolution, Some(after)))
             }
-            Err(error @ (Error::Property { .. } | Error::Properties(_))) => Err(error),
+            // Refused properties leave nothing, unless found only once building (a zone AWS refuses).
+            Err(error @ (Error::Property { .. } | Error::Properties(_)))
+                if Group::recorded(&generation, &progress).is_empty() =>
+            {
+                Err(error)
+            }
             Err(error) => Err(Box::pin(cleanup::after_failure(
                 &chain,
                 &name,
@@ -226,7 +231,11 @@ impl ReversePrivateLink {
                 });
                 Ok(self.answer(&request.request_id, &spec, built, resolution, after))
             }
-            Err(error @ (Error::Property { .. } | Error::Properties(_))) => Err(error),
+            Err(error @ (Error::Property { .. } | Error::Properties(_)))
+                if Group::recorded(&replacement, progress).is_empty() =>
+            {
+                Err(error)
+            }
             // A chain changed in place is CloudFormation's and stays.
             Err(error) if !new_chain => Err(error),
             Err(error) => Err(Box::pin(cleanup::after_failure(
@@ -330,7 +339,23 @@ impl ReversePrivateLink {
         if let Err(error) = swept {
             error!(%error, "could not remove what earlier requests left; the next event of this resource tries again");
         }
-        let mut built = built?;
+        let (mut built, existing, want) = match built {
+            // AWS refused a change it makes in place only sometimes (removing subnets while a
+            // consumer's endpoint is associated): a new chain after all, as before that was possible.
+            Err(Error::NeedsNewChain(reason)) if existing.is_some() => {
+                warn!(%reason, "the chain cannot take the change in place after all; building a new chain");
+                *building_new.lock().unwrap_or_else(PoisonError::into_inner) = true;
+                let want = Desired {
+                    spec,
+                    resolved: &resolution.resolved,
+                    generation: replacement.clone(),
+                    dropped_tag_keys: want.dropped_tag_keys.clone(),
+                };
+                let built = Box::pin(chain.converge(&want, None, progress, deadline.waits_until())).await?;
+                (built, None, want)
+            }
+            built => (built?, existing, want),
+        };
         // A rollback reads and converges once more before answering: an update it undoes
         // may have written after the rollback read (it stops only at its next write).
         if let (true, Some(group)) = (stack.rolling_back(), &existing) {
@@ -369,7 +394,7 @@ impl ReversePrivateLink {
                 None => resolution.resolved.clone(),
             };
             let in_place = Desired { generation: group.generation.clone(), resolved: &resolved, ..want.clone() };
-            let reasons = chain.replacement_reasons(&in_place, &detailed);
+            let reasons = chain.replacement_reasons(&in_place, &detailed).await?;
             if !reasons.is_empty() {
                 info!(generation = %group.generation, ?reasons, "the chain cannot take the change in place");
             }

@@ -66,6 +66,7 @@ async fn a_healthy_chain_reports_every_link_ok() {
         "Listener",
         "Target is the writer",
         "Target health",
+        "Load balancer may reach the target",
         "Database admits the load balancer",
     ] {
         assert_eq!(check(&report, name)["Ok"], true, "{name}: {report:#}");
@@ -173,6 +174,49 @@ async fn broken_paths_are_named_with_what_to_do() {
         &proxy,
         "Database admits the load balancer",
         &[&db.security_group, &own_group, &format!("TCP {DB_PORT}")],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_target_the_load_balancer_may_not_reach_is_named() {
+    let (h, proxy) = Harness::behind_proxy(None).await;
+    let mut props = h.properties();
+    props["SecurityGroupIds"] = json!([]);
+    // On premises or in a peered VPC: outside the VPC's 10.0.0.0/16.
+    props["TargetIps"] = json!(["192.168.5.10"]);
+    let created = h.create(&props).await;
+    let own_group = created["Data"]["SecurityGroupIds"].as_str().unwrap().to_string();
+    assert_eq!(check(&diagnose(&h, &proxy.endpoint).await, "Load balancer may reach the target")["Ok"], true);
+
+    // The way out to that address removed by hand: health checks and traffic stop.
+    let rules = h
+        .ec2
+        .describe_security_group_rules()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("group-id").values(&own_group).build())
+        .send()
+        .await
+        .unwrap()
+        .security_group_rules
+        .unwrap();
+    let way_out: Vec<String> = rules
+        .into_iter()
+        .filter(|r| r.is_egress == Some(true) && r.cidr_ipv4.as_deref() == Some("192.168.5.10/32"))
+        .filter_map(|r| r.security_group_rule_id)
+        .collect();
+    assert_eq!(way_out.len(), 1);
+    h.ec2
+        .revoke_security_group_egress()
+        .group_id(&own_group)
+        .set_security_group_rule_ids(Some(way_out))
+        .send()
+        .await
+        .unwrap();
+    broken(
+        &h,
+        &proxy,
+        "Load balancer may reach the target",
+        &["192.168.5.10", &own_group, "TCP 3306", "outbound rule"],
     )
     .await;
 }

@@ -34,6 +34,13 @@ pub enum Fault {
     /// Holds the request before forwarding it until `Proxy::release`: the moment
     /// for CloudFormation to do something while the function waits.
     Pause,
+    /// Answers with AWS's error `code` and `message` (HTTP 400) when the request's body
+    /// holds `needle` (a subnet ID, say); forwards it otherwise.
+    RefuseIfBodyHas {
+        needle: String,
+        code: &'static str,
+        message: String,
+    },
 }
 
 /// A change to an answer's body.
@@ -318,6 +325,12 @@ async fn handle(
             let protocol = protocol(&parts.headers, &body);
             return Ok(aws_error(protocol, StatusCode::BAD_REQUEST, code, "refused by the fault proxy"));
         }
+        Some(Fault::RefuseIfBodyHas { needle, code, message })
+            if String::from_utf8_lossy(&body).contains(needle.as_str()) =>
+        {
+            let protocol = protocol(&parts.headers, &body);
+            return Ok(aws_error(protocol, StatusCode::BAD_REQUEST, code, message));
+        }
         Some(Fault::ServerError(code)) => {
             return Ok(Response::builder().status(*code).body(Body::from("<html>server error</html>")).unwrap());
         }
@@ -328,7 +341,10 @@ async fn handle(
             shared.paused.notify_one();
             shared.release.notified().await;
         }
-        Some(Fault::KeepProvisioning | Fault::HoldAfterForwarding | Fault::Rewrite(_)) | None => {}
+        Some(
+            Fault::KeepProvisioning | Fault::HoldAfterForwarding | Fault::Rewrite(_) | Fault::RefuseIfBodyHas { .. },
+        )
+        | None => {}
     }
     let request_text = String::from_utf8_lossy(&body).into_owned();
     let token = (action == "CreateVpcEndpointServiceConfiguration")

@@ -22,9 +22,14 @@ the gaps); production code never works around the emulator.
 - `CreateLoadBalancer` with the name of an existing load balancer returns it when the settings are
   the same, and fails with `DuplicateLoadBalancerName` otherwise (ELB API reference,
   CreateLoadBalancer: "This operation is idempotent"); moto creates a second one.
+- `CreateListener` on a port the load balancer already listens on returns that listener when the
+  settings are the same, and fails with `DuplicateListener` otherwise (ELB API reference,
+  CreateListener: "This operation is idempotent"); moto creates a second listener on the port.
 - `CreateSecurityGroup` refuses the names AWS refuses: starting with `sg-`, longer than 255
   characters, or with characters outside its set (EC2 API reference, CreateSecurityGroup,
   GroupName), with AWS's `InvalidParameterValue`; moto takes any name.
+- `DeleteSecurityGroup` refuses with `DependencyViolation` while a rule of another group references the
+  group or a load balancer uses it (EC2 API reference, DeleteSecurityGroup); moto deletes it.
 - `DescribeVpcEndpointConnections` answers, with no connections: an endpoint service no consumer has
   connected to yet (a test that needs connections adds them at its proxy).
 """
@@ -34,11 +39,11 @@ import os
 import sys
 
 from moto.core.responses import ActionResult
-from moto.ec2.exceptions import InvalidParameterValue
+from moto.ec2.exceptions import DependencyViolationError, InvalidParameterValue
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface
 from moto.ec2.models.security_groups import SecurityGroupBackend
 from moto.ec2.responses.vpc_service_configuration import VPCEndpointServiceConfiguration
-from moto.elbv2.exceptions import DuplicateLoadBalancerName
+from moto.elbv2.exceptions import DuplicateListenerError, DuplicateLoadBalancerName
 from moto.elbv2.models import ELBv2Backend, FakeLoadBalancer
 from moto.elbv2.responses import ELBV2Response
 from moto.rds.models import DBInstance, RDSBackend
@@ -124,6 +129,22 @@ def _idempotent_create(original):
     return create_load_balancer
 
 
+def _idempotent_listener(original):
+    def create_listener(self, load_balancer_arn, protocol, port, ssl_policy, certificate, actions, *args, **kwargs):
+        balancer = self.load_balancers.get(load_balancer_arn)
+        existing = [l for l in (balancer.listeners.values() if balancer else []) if str(l.port) == str(port)]
+        if existing:
+            listener = existing[0]
+            forwards = lambda listed: [(a.get("Type"), a.get("TargetGroupArn")) for a in listed]
+            same = listener.protocol == (protocol or "").upper() and forwards([a.data for a in listener.default_actions]) == forwards(actions)
+            if not same:
+                raise DuplicateListenerError()
+            return listener
+        return original(self, load_balancer_arn, protocol, port, ssl_policy, certificate, actions, *args, **kwargs)
+
+    return create_listener
+
+
 # A VPC security group's name: a-z, A-Z, 0-9, spaces and ._-:/()#,@[]+=&;{}!$*.
 _GROUP_NAME_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ._-:/()#,@[]+=&;{}!$*")
 
@@ -139,6 +160,26 @@ def _checked_group_name(original):
     return create_security_group
 
 
+def _dependent_group(original):
+    def delete_security_group(self, name=None, group_id=None):
+        if group_id:
+            from moto.elbv2.models import elbv2_backends
+
+            referenced = any(
+                rule.source_group.get("GroupId") == group_id
+                for groups in self.groups.values()
+                for group in groups.values()
+                if group.id != group_id
+                for rule in list(group.ingress_rules) + list(group.egress_rules)
+            )
+            balancers = elbv2_backends[self.account_id][self.region_name].load_balancers.values()
+            if referenced or any(group_id in (lb.security_groups or []) for lb in balancers):
+                raise DependencyViolationError(f"resource {group_id} has a dependent object")
+        return original(self, name, group_id)
+
+    return delete_security_group
+
+
 def _describe_vpc_endpoint_connections(self):
     return ActionResult({"VpcEndpointConnections": []})
 
@@ -148,7 +189,9 @@ VPCEndpointServiceConfiguration.describe_vpc_endpoint_connections = _describe_vp
 FakeLoadBalancer.enforce_security_group_inbound_rules_on_private_link_traffic = property(_enforcement)
 ELBV2Response.set_security_groups = _set_security_groups(ELBV2Response.set_security_groups)
 ELBv2Backend.create_load_balancer = _idempotent_create(ELBv2Backend.create_load_balancer)
+ELBv2Backend.create_listener = _idempotent_listener(ELBv2Backend.create_listener)
 SecurityGroupBackend.create_security_group = _checked_group_name(SecurityGroupBackend.create_security_group)
+SecurityGroupBackend.delete_security_group = _dependent_group(SecurityGroupBackend.delete_security_group)
 RDSBackend.modify_db_subnet_group = _modify_db_subnet_group
 DBInstance.secondary_availability_zone = property(_secondary_zone)
 RDSBackend.reboot_db_instance = _reboot(RDSBackend.reboot_db_instance)

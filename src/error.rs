@@ -38,6 +38,11 @@ pub enum Error {
     #[error("{0}")]
     NeedsNewChain(String),
 
+    /// The chain's own security group is used by what the function did not make (another
+    /// group's rule, an interface): named, and never removed for the user.
+    #[error("{0}")]
+    GroupInUse(String),
+
     /// An Update stopped changing anything: its stack is rolling it back.
     #[error("{0}; stopped before changing anything more (the rollback puts the rest back)")]
     Stopped(String),

@@ -6,6 +6,7 @@
 
 mod converge;
 pub mod endpoint_service;
+mod group_holders;
 pub mod health;
 pub mod ingress;
 mod inventory;
@@ -27,7 +28,7 @@ use tracing::info;
 
 pub use crate::aws::Aws;
 pub use crate::deadline::Progress;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::spec::Spec;
 
 pub use endpoint_service::{EndpointService, ID_PREFIX as SERVICE_ID_PREFIX};
@@ -314,11 +315,13 @@ impl<'a> Chain<'a> {
         tags::tag_elb(&self.aws.elb, elb_arns, &answered, true).await
     }
 
-    /// Deletes a whole generation, in the order AWS requires: the database rules
-    /// and the endpoint service, the load balancer with its listeners, its security group (AWS
-    /// refuses while the load balancer uses it), target group (kept for last: it
-    /// carries the answered mark a Delete delivered again looks for). What is
-    /// already gone is skipped.
+    /// Deletes a whole generation, in the order AWS requires and no more: the database
+    /// rules beside the endpoint service, then the load balancer with its listeners, then,
+    /// side by side, its security group (AWS refuses while the load balancer uses it) and the
+    /// target group. Both run to the end, so someone else's rule holding the group leaves only
+    /// the group, which the error names. A group left alone carries no answered mark: a Delete
+    /// delivered again finds it among the chains CloudFormation does not hold, and sweeps it.
+    /// What is already gone is skipped.
     pub async fn teardown(&self, group: &Group, progress: &Progress) -> Result<()> {
         let (elb, ec2) = (&self.aws.elb, &self.aws.ec2);
         info!(generation = %group.generation, "removing chain");
@@ -334,12 +337,20 @@ impl<'a> Chain<'a> {
             group.load_balancers.iter().map(|lb| load_balancer::delete(elb, &lb.arn, MAX_STATE_WAIT, progress)),
         )
         .await?;
-        for security_group in &group.security_groups {
-            security_group::delete(ec2, &security_group.id, progress).await?;
-        }
-        for tg in &group.target_groups {
-            target_group::delete(elb, &tg.arn, progress).await?;
-        }
+        let own_groups = async {
+            for security_group in &group.security_groups {
+                security_group::delete(ec2, &security_group.id, progress).await?;
+            }
+            Ok(())
+        };
+        let target_groups = async {
+            for tg in &group.target_groups {
+                target_group::delete(elb, &tg.arn, progress).await?;
+            }
+            Ok::<_, Error>(())
+        };
+        let (own_groups, target_groups) = tokio::join!(Box::pin(own_groups), target_groups);
+        own_groups.and(target_groups)?;
         Ok(())
     }
 }

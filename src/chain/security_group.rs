@@ -17,6 +17,7 @@ use aws_sdk_ec2::types::{
 };
 use tracing::info;
 
+use super::group_holders;
 use super::ingress::OWN_GROUP_RULE_TAG;
 use super::poll::{self, GROUP_NOT_FOUND};
 use super::rules::{self, Rule};
@@ -445,7 +446,8 @@ async fn tag(ec2: &aws_sdk_ec2::Client, group_id: &str, set: &BTreeMap<String, S
 
 /// Deletes the group. AWS refuses while a load balancer still uses it, and for a
 /// while after one was deleted (its network interfaces go last), so that is
-/// retried; the caller's deadline bounds the wait. Already gone is fine.
+/// retried; the caller's deadline bounds the wait. Someone else's rule or interface
+/// that holds it ends the wait at once, named ([`group_holders`]). Already gone is fine.
 pub async fn delete(ec2: &aws_sdk_ec2::Client, group_id: &str, progress: &Progress) -> Result<()> {
     let _step = progress.step("deleting the load balancer's security group");
     let mut pause = Duration::from_secs(2);
@@ -456,7 +458,16 @@ pub async fn delete(ec2: &aws_sdk_ec2::Client, group_id: &str, progress: &Progre
                 return Ok(());
             }
             Err(err) if code_of(&err) == Some("DependencyViolation") => {
-                info!(group_id, "the security group is still in use; trying again");
+                // Boxed: only asked on a refusal, it need not weigh on every tear-down's future.
+                let holders = Box::pin(group_holders::holders(ec2, group_id)).await?;
+                if !holders.only_releasing() {
+                    return Err(holders.error(group_id));
+                }
+                info!(
+                    group_id,
+                    holders = holders.releasing,
+                    "the load balancer's interfaces or the chain's own database rules still use the security group; trying again"
+                );
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(15));
             }

@@ -320,24 +320,25 @@ impl Sync {
         };
         let (_, writer) = self.databases.settle(&database, described, patience, &moved_from).await?;
         if old == BTreeSet::from([writer.address]) {
+            // A writer in a zone the load balancer lacks is said on every run while it lasts:
+            // the stack's alarm counts runs in a row.
+            let problem = match &writer.zone {
+                Some(_) => zone_not_served(&writer, &self.target_group(arn, false).await?.zones),
+                None => None,
+            };
             let unmoved = (wait == Wait::Move).then(|| {
-                format!(
+                Problem::Unmoved(format!(
                     "the writer's address stayed {} for {}s after the event; leaving the target (the schedule checks again)",
                     writer.address,
                     patience.as_secs()
-                )
+                ))
             });
-            return Ok(Outcome { old, writer, problem: unmoved });
+            return Ok(Outcome { old, writer, problem: problem.or(unmoved) });
         }
-        let group = self.target_group(arn).await?;
-        let zone_problem = writer.zone.as_ref().filter(|zone| !group.zones.contains(*zone)).map(|zone| {
-            format!(
-                "the writer {} moved to {zone}, where the load balancer has no subnet, so it gets no traffic; add a subnet in {zone} to the stack's SubnetIds (or, with derived subnets, update the stack: the zone is added in place)",
-                writer.instance.as_deref().unwrap_or("instance")
-            )
-        });
+        let group = self.target_group(arn, true).await?;
+        let problem = zone_not_served(&writer, &group.zones);
         let writer = self.move_targets(&database, arn, &group, &current, writer).await?;
-        Ok(Outcome { old, writer, problem: zone_problem })
+        Ok(Outcome { old, writer, problem })
     }
 
     /// Registers `writer`, asks again who the writer is, and deregisters the rest only
@@ -385,8 +386,9 @@ impl Sync {
         Ok(writer)
     }
 
-    /// Port, VPC blocks and load balancer zones of a target group: read only when its target changes.
-    async fn target_group(&self, arn: &str) -> Result<TargetGroupFacts> {
+    /// Port and load balancer zones of a target group, and its VPC's blocks `with_blocks`
+    /// (read only when its target changes).
+    async fn target_group(&self, arn: &str, with_blocks: bool) -> Result<TargetGroupFacts> {
         let elb = &self.aws.elb;
         let described = elb
             .describe_target_groups()
@@ -418,23 +420,44 @@ impl Sync {
                 .filter_map(|zone| zone.zone_name)
                 .collect())
         };
-        let (blocks, zones) = tokio::try_join!(network::vpc_blocks(&self.aws.ec2, &vpc_id), zones)?;
+        let blocks = async {
+            match with_blocks {
+                true => network::vpc_blocks(&self.aws.ec2, &vpc_id).await,
+                false => Ok(VpcBlocks::default()),
+            }
+        };
+        let (blocks, zones) = tokio::try_join!(blocks, zones)?;
         Ok(TargetGroupFacts { port, blocks, zones })
     }
 }
 
 struct TargetGroupFacts {
     port: u16,
+    /// Empty unless asked for.
     blocks: VpcBlocks,
     zones: BTreeSet<String>,
+}
+
+/// What a person should know about a chain after a run.
+enum Problem {
+    /// The writer is in a zone the load balancer has no subnet in: counted by the stack's alarm.
+    ZoneNotServed(String),
+    /// The address never moved after a failover event.
+    Unmoved(String),
+}
+
+fn zone_not_served(writer: &Writer, zones: &BTreeSet<String>) -> Option<Problem> {
+    let zone = writer.zone.as_ref().filter(|zone| !zones.contains(*zone))?;
+    Some(Problem::ZoneNotServed(format!(
+        "the writer {} is in {zone}, where the load balancer has no subnet, so it gets no traffic; add a subnet in {zone} to the stack's SubnetIds (or, with derived subnets, update the stack: the zone is added in place)",
+        writer.instance.as_deref().unwrap_or("instance")
+    )))
 }
 
 struct Outcome {
     old: BTreeSet<Ipv4Addr>,
     writer: Writer,
-    /// What a person should know: a writer in a zone the load balancer lacks, or
-    /// an address that never moved after a failover event.
-    problem: Option<String>,
+    problem: Option<Problem>,
 }
 
 fn addresses(registered: &Registered) -> BTreeSet<Ipv4Addr> {
@@ -456,26 +479,38 @@ fn report(follower: &Follower, outcome: Result<Outcome>, millis: u64) -> Action 
             let unchanged = old == BTreeSet::from([writer.address]);
             let action = if unchanged { "unchanged" } else { "retargeted" };
             let old = joined(&old);
-            if let (Some(problem), true) = (&problem, unchanged) {
-                warn!(database, target_group, old, new, writer_instance = instance, action, millis, "{problem}");
-            } else if let Some(problem) = problem {
-                // `problem` is what the stack's metric filter counts, beside action = failed.
-                let problem_kind = "zone-not-served";
-                error!(
-                    database,
-                    target_group,
-                    old,
-                    new,
-                    writer_instance = instance,
-                    action,
-                    millis,
-                    problem = problem_kind,
-                    "{problem}"
-                );
-            } else if unchanged {
-                info!(database, target_group, old, new, writer_instance = instance, action, millis, "writer unchanged");
-            } else {
-                info!(
+            match problem {
+                Some(Problem::ZoneNotServed(problem)) => {
+                    // `problem` is what the stack's metric filter counts, beside action = failed.
+                    let problem_kind = "zone-not-served";
+                    error!(
+                        database,
+                        target_group,
+                        old,
+                        new,
+                        writer_instance = instance,
+                        action,
+                        millis,
+                        problem = problem_kind,
+                        "{problem}"
+                    );
+                }
+                Some(Problem::Unmoved(problem)) => {
+                    warn!(database, target_group, old, new, writer_instance = instance, action, millis, "{problem}");
+                }
+                None if unchanged => {
+                    info!(
+                        database,
+                        target_group,
+                        old,
+                        new,
+                        writer_instance = instance,
+                        action,
+                        millis,
+                        "writer unchanged"
+                    );
+                }
+                None => info!(
                     database,
                     target_group,
                     old,
@@ -484,7 +519,7 @@ fn report(follower: &Follower, outcome: Result<Outcome>, millis: u64) -> Action 
                     action,
                     millis,
                     "writer moved; target group follows"
-                );
+                ),
             }
             if unchanged { Action::Unchanged } else { Action::Retargeted }
         }

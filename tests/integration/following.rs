@@ -359,3 +359,37 @@ async fn the_binary_serves_as_builder_and_follower_and_the_follower_logs_one_lin
     assert_eq!(fields["new"], db.reader.address.to_string());
     assert!(fields["millis"].is_u64(), "{fields}");
 }
+
+#[tokio::test]
+async fn a_writer_in_a_zone_the_load_balancer_lacks_is_said_on_every_run_while_it_lasts() {
+    use crate::support::runtime::{Ended, Process, RuntimeApi};
+    let h = Harness::new().await;
+    let db = h.seed_database().await;
+    let mut props = h.following(&db.cluster);
+    props["SubnetIds"] = json!(&h.seed.subnets[..2]);
+    h.create(&props).await;
+    // A reader added since in us-east-1c, where the load balancer has no subnet, becomes the writer.
+    let third = h.cluster_member("orders-3", "us-east-1c", "10.0.3.50").await;
+    let failover = h.rds.failover_db_cluster().db_cluster_identifier(&db.cluster);
+    failover.target_db_instance_identifier(&third.id).send().await.unwrap();
+
+    let api = RuntimeApi::start().await;
+    let follower = Process::start(&api, h.follower_env(&h.moto.endpoint));
+    for _ in 0..3 {
+        let run = api.invoke(serde_json::to_vec(&h.scheduled_event()).unwrap(), Duration::from_secs(120)).await;
+        assert_eq!(run, Ended::Response("null".into()));
+    }
+    let logs = follower.stop().await;
+    let lines: Vec<Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["fields"]["action"].is_string())
+        .collect();
+    let actions: Vec<&str> = lines.iter().map(|l| l["fields"]["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["retargeted", "unchanged", "unchanged"], "{lines:?}");
+    for line in &lines {
+        // What the stack's metric filter counts, on every run: its alarm needs runs in a row.
+        assert_eq!(line["fields"]["problem"], "zone-not-served", "{line}");
+        assert!(line["fields"]["message"].as_str().unwrap().contains("us-east-1c"), "{line}");
+    }
+}

@@ -17,6 +17,7 @@ mod second_wave;
 mod simulator;
 mod soak;
 mod support;
+mod teardown;
 mod template;
 mod traffic;
 mod validation;

@@ -234,7 +234,12 @@ impl Chain<'_> {
         }
         for group in &existing.security_groups {
             progress.gate().await?;
-            security_group::delete(&self.aws.ec2, &group.id, progress).await?;
+            security_group::delete(&self.aws.ec2, &group.id, progress).await.map_err(|error| match error {
+                Error::GroupInUse(held) => Error::GroupInUse(format!(
+                    "{held} (update the stack again); the load balancer already uses the groups given"
+                )),
+                other => other,
+            })?;
         }
         Ok(())
     }

@@ -32,7 +32,7 @@ impl Holders {
         self.rules.is_empty() && self.interfaces.is_empty()
     }
 
-    /// The error naming each holder and what to remove.
+    /// The error naming each holder and what to remove; the caller says how to retry.
     pub fn error(&self, group_id: &str) -> Error {
         let rules = self.rules.iter().map(|rule| {
             let direction = if rule.egress { "outbound" } else { "inbound" };
@@ -41,7 +41,7 @@ impl Holders {
         let interfaces = self.interfaces.iter().map(|eni| format!("network interface {eni} uses it"));
         let holders: Vec<String> = rules.chain(interfaces).collect();
         Error::GroupInUse(format!(
-            "the load balancer's security group {group_id} cannot be deleted: {}. The function removes only what it made: remove {} yourself, then retry (delete the stack again); everything else of the chain is gone",
+            "the load balancer's security group {group_id} cannot be deleted: {}. The function removes only what it made: remove {} yourself, then retry",
             holders.join("; "),
             if holders.len() == 1 { "it" } else { "them" }
         ))

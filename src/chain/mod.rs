@@ -350,7 +350,12 @@ impl<'a> Chain<'a> {
             Ok::<_, Error>(())
         };
         let (own_groups, target_groups) = tokio::join!(Box::pin(own_groups), target_groups);
-        own_groups.and(target_groups)?;
+        own_groups.and(target_groups).map_err(|error| match error {
+            Error::GroupInUse(held) => {
+                Error::GroupInUse(format!("{held} (delete the stack again); everything else of the chain is gone"))
+            }
+            other => other,
+        })?;
         Ok(())
     }
 }

@@ -28,6 +28,12 @@ impl ResourceStatus {
         matches!(self, ResourceStatus::Settled { .. })
     }
 
+    /// Whether the question was refused (`AccessDenied`), which the SDK does not retry:
+    /// a role moments old, whose policies IAM has not spread yet, is refused for a while.
+    pub fn denied(&self) -> bool {
+        matches!(self, ResourceStatus::Unreachable(why) if why.starts_with("AccessDenied"))
+    }
+
     /// The physical ID CloudFormation holds, when it answered with one.
     pub fn physical_id(&self) -> Option<&str> {
         match self {

@@ -1,6 +1,7 @@
 //! Whether CloudFormation still waits for a request, and whether it took the
 //! answer: asked before answering, before each long wait, and after answering.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -16,8 +17,9 @@ use crate::error::{Error, Result};
 const ACCEPTANCE_WAIT: Duration = Duration::from_secs(30);
 const ACCEPTANCE_POLL: Duration = Duration::from_secs(2);
 /// How many more times to ask, in a row and how far apart, when CloudFormation could
-/// not be asked although it answered earlier in the request: a throttling or a denial
-/// passes within a few asks. An outage that lasted the whole request is not waited out.
+/// not be asked: after answering, if it answered earlier in the request (a throttling or a
+/// denial passes within a few asks; an outage that lasted the whole request is not waited
+/// out), and at the first question, if it was denied.
 const UNREACHABLE_RETRIES: u32 = 3;
 const UNREACHABLE_POLL: Duration = Duration::from_secs(1);
 
@@ -29,6 +31,9 @@ pub struct StillAwaited {
     pub logical_id: String,
     /// Whether CloudFormation knew the stack when last asked.
     known: Mutex<Option<bool>>,
+    /// Whether the first question was asked: the one that tells a request CloudFormation
+    /// still waits for from a late repeat of one it has the answer to.
+    first_asked: AtomicBool,
 }
 
 impl StillAwaited {
@@ -38,6 +43,7 @@ impl StillAwaited {
             stack_id: stack_id.to_string(),
             logical_id: logical_id.to_string(),
             known: Mutex::new(None),
+            first_asked: AtomicBool::new(false),
         }
     }
 
@@ -61,7 +67,18 @@ impl StillAwaited {
 impl Checkpoint for StillAwaited {
     fn check(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let status = self.ask().await;
+            let mut status = self.ask().await;
+            // Proceeding on a denied first question would let a late repeat of an answered
+            // request build and answer anew: asked again a few times first (soak seed 116).
+            if !self.first_asked.swap(true, Ordering::SeqCst) {
+                for _ in 0..UNREACHABLE_RETRIES {
+                    if !status.denied() {
+                        break;
+                    }
+                    tokio::time::sleep(UNREACHABLE_POLL).await;
+                    status = self.ask().await;
+                }
+            }
             if status.abandoned() {
                 warn!(%status, "CloudFormation no longer waits for this request");
                 let held = status.physical_id().map(str::to_string);

@@ -208,3 +208,21 @@ async fn a_cancelled_create_denied_its_later_questions_still_removes_its_chain()
     assert_eq!(s.runtime.ended(&building, TIMEOUT).await, Ended::Response("null".into()));
     s.holds_exactly(None, "a cancelled Create whose later questions were denied").await;
 }
+
+#[tokio::test]
+async fn a_late_create_whose_first_questions_are_denied_still_sends_nothing_new() {
+    let s = Simulator::start().await;
+    let props = s.h.properties();
+    let create = s.event("Create", &props, None, None);
+    let created = s.request(&create).await;
+    assert_eq!(created["Status"], "SUCCESS", "{created}");
+    s.delete(&id(&created), &props).await;
+
+    // Soak seed 116: the Create delivered again after the stack deleted its chain, with
+    // CloudFormation's first two answers denied (IAM can refuse a role moments old).
+    s.cfn.fail_next(2, Failing::AccessDenied);
+    deliver_late(&s, &create).await;
+    let answers = s.cfn.answers_to(create["RequestId"].as_str().unwrap());
+    assert_eq!(answers.len(), 1, "no second answer: {answers:?}");
+    s.holds_exactly(None, "a late Create whose first questions were denied").await;
+}

@@ -113,3 +113,37 @@ async fn a_delete_waits_out_the_load_balancers_interfaces_but_names_anyone_elses
     assert!(reason.contains(&own) && reason.contains("eni-0a1b2c3d4e5f60718 (bastion)"), "{reason}");
     assert_eq!(h.inventory().await.counts(), (0, 0, 0, 0));
 }
+
+#[tokio::test]
+async fn an_update_to_given_groups_held_by_a_colleagues_rule_says_so_and_keeps_the_chain() {
+    let h = Harness::new().await;
+    let mut own = h.properties();
+    own["SecurityGroupIds"] = json!([]);
+    let created = h.create(&own).await;
+    let own_group = created["Data"]["SecurityGroupIds"].as_str().unwrap().to_string();
+    let from_own = IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(3306)
+        .to_port(3306)
+        .user_id_group_pairs(UserIdGroupPair::builder().group_id(&own_group).build())
+        .build();
+    let added = h
+        .ec2
+        .authorize_security_group_ingress()
+        .group_id(&h.seed.second_security_group)
+        .ip_permissions(from_own)
+        .send()
+        .await
+        .unwrap();
+    let rule = added.security_group_rules.unwrap()[0].security_group_rule_id.clone().unwrap();
+
+    let given = h.properties();
+    let updated = h.send(&h.update_event(&id(&created), &own, &given)).await;
+    assert_eq!(updated["Status"], "FAILED", "{updated}");
+    let reason = updated["Reason"].as_str().unwrap();
+    for part in [own_group.as_str(), rule.as_str(), "update the stack again", "uses the groups given"] {
+        assert!(reason.contains(part), "{reason:?} should name {part:?}");
+    }
+    // The chain is CloudFormation's and stays; its rollback puts the own group back.
+    assert_eq!(h.inventory().await.counts(), (1, 1, 1, 1));
+}

@@ -30,6 +30,9 @@ the gaps); production code never works around the emulator.
   GroupName), with AWS's `InvalidParameterValue`; moto takes any name.
 - `DeleteSecurityGroup` refuses with `DependencyViolation` while a rule of another group references the
   group or a load balancer uses it (EC2 API reference, DeleteSecurityGroup); moto deletes it.
+- `CreateVpcEndpointServiceConfiguration` with a `ClientToken` already used returns the service that
+  request made while it exists (EC2 API reference, "Ensuring idempotency"); moto ignores the token
+  and makes a second service when two deliveries of one request create at once.
 - `DescribeVpcEndpointConnections` answers, with no connections: an endpoint service no consumer has
   connected to yet (a test that needs connections adds them at its proxy).
 """
@@ -37,6 +40,7 @@ the gaps); production code never works around the emulator.
 import argparse
 import os
 import sys
+import threading
 
 from moto.core.responses import ActionResult
 from moto.ec2.exceptions import DependencyViolationError, InvalidParameterValue
@@ -180,12 +184,36 @@ def _dependent_group(original):
     return delete_security_group
 
 
+_TOKENS = {}  # (account, region, client token) -> service ID
+_TOKENS_LOCK = threading.Lock()
+
+
+def _idempotent_service(original):
+    def create_vpc_endpoint_service_configuration(self):
+        token = self._get_param("ClientToken")
+        if not token:
+            return original(self)
+        key = (self.current_account, self.region, token)
+        with _TOKENS_LOCK:
+            existing = self.ec2_backend.configurations.get(_TOKENS.get(key))
+            if existing is not None:
+                return ActionResult({"ServiceConfiguration": existing, "ClientToken": token})
+            result = original(self)
+            _TOKENS[key] = result.result["ServiceConfiguration"].id
+            return result
+
+    return create_vpc_endpoint_service_configuration
+
+
 def _describe_vpc_endpoint_connections(self):
     return ActionResult({"VpcEndpointConnections": []})
 
 
 NetworkInterface.get_filter_value = _interface_filter(NetworkInterface.get_filter_value)
 VPCEndpointServiceConfiguration.describe_vpc_endpoint_connections = _describe_vpc_endpoint_connections
+VPCEndpointServiceConfiguration.create_vpc_endpoint_service_configuration = _idempotent_service(
+    VPCEndpointServiceConfiguration.create_vpc_endpoint_service_configuration
+)
 FakeLoadBalancer.enforce_security_group_inbound_rules_on_private_link_traffic = property(_enforcement)
 ELBV2Response.set_security_groups = _set_security_groups(ELBV2Response.set_security_groups)
 ELBv2Backend.create_load_balancer = _idempotent_create(ELBv2Backend.create_load_balancer)

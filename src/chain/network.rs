@@ -111,39 +111,35 @@ pub async fn vpc_subnets(ec2: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<BTre
         .collect())
 }
 
-/// The zones of this region the account can use, by zone ID.
+/// The region's zones the account can use, each with its `ZoneType`.
+async fn described_zones(ec2: &aws_sdk_ec2::Client) -> Result<Vec<(Zone, Option<String>)>> {
+    let zones = ec2
+        .describe_availability_zones()
+        .send()
+        .await
+        .map_err(Error::aws("reading the region's Availability Zones (DescribeAvailabilityZones)"))?;
+    Ok(zones
+        .availability_zones
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|zone| Some((Zone { name: zone.zone_name?, id: zone.zone_id? }, zone.zone_type)))
+        .collect())
+}
+
 /// The region's zones that cannot hold a load balancer, by name, with their type: Local
 /// Zones and Wavelength Zones (`ZoneType` other than `availability-zone`; NLB guide,
 /// "Update the Availability Zones for your Network Load Balancer": no subnet in a Local Zone).
 pub async fn zones_without_load_balancers(ec2: &aws_sdk_ec2::Client) -> Result<BTreeMap<String, String>> {
-    let zones = ec2
-        .describe_availability_zones()
-        .send()
-        .await
-        .map_err(Error::aws("reading the region's Availability Zones (DescribeAvailabilityZones)"))?;
-    Ok(zones
-        .availability_zones
-        .unwrap_or_default()
+    Ok(described_zones(ec2)
+        .await?
         .into_iter()
-        .filter_map(|zone| {
-            let kind = zone.zone_type.filter(|kind| kind != "availability-zone")?;
-            Some((zone.zone_name?, kind))
-        })
+        .filter_map(|(zone, kind)| Some((zone.name, kind.filter(|kind| kind != "availability-zone")?)))
         .collect())
 }
 
+/// The zones of this region the account can use, by zone ID.
 pub async fn region_zones(ec2: &aws_sdk_ec2::Client) -> Result<BTreeMap<String, Zone>> {
-    let zones = ec2
-        .describe_availability_zones()
-        .send()
-        .await
-        .map_err(Error::aws("reading the region's Availability Zones (DescribeAvailabilityZones)"))?;
-    Ok(zones
-        .availability_zones
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|zone| Some((zone.zone_id.clone()?, Zone { name: zone.zone_name?, id: zone.zone_id? })))
-        .collect())
+    Ok(described_zones(ec2).await?.into_iter().map(|(zone, _)| (zone.id.clone(), zone)).collect())
 }
 
 /// The network of `chosen` subnets of a VPC already listed, with the given

@@ -40,6 +40,24 @@ fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {name}: {report:#}"))
 }
 
+/// The IDs of `group`'s rules that `wanted` picks.
+async fn rule_ids(
+    h: &Harness,
+    group: &str,
+    wanted: impl Fn(&aws_sdk_ec2::types::SecurityGroupRule) -> bool,
+) -> Vec<String> {
+    let rules = h
+        .ec2
+        .describe_security_group_rules()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("group-id").values(group).build())
+        .send()
+        .await
+        .unwrap()
+        .security_group_rules
+        .unwrap();
+    rules.into_iter().filter(|r| wanted(r)).filter_map(|r| r.security_group_rule_id).collect()
+}
+
 fn failing(report: &Value) -> Vec<String> {
     let checks = report["Chains"][0]["Checks"].as_array().unwrap();
     checks.iter().filter(|c| c["Ok"] == false).map(|c| c["Check"].as_str().unwrap().to_string()).collect()
@@ -150,17 +168,7 @@ async fn broken_paths_are_named_with_what_to_do() {
 
     // The database's group lost the rule that lets the load balancer in.
     let rule = h.rules(&db.security_group).await;
-    let rules = h
-        .ec2
-        .describe_security_group_rules()
-        .filters(aws_sdk_ec2::types::Filter::builder().name("group-id").values(&db.security_group).build())
-        .send()
-        .await
-        .unwrap()
-        .security_group_rules
-        .unwrap();
-    let ingress: Vec<String> =
-        rules.into_iter().filter(|r| r.is_egress == Some(false)).filter_map(|r| r.security_group_rule_id).collect();
+    let ingress = rule_ids(&h, &db.security_group, |r| r.is_egress == Some(false)).await;
     assert_eq!(ingress.len(), 1, "{rule:?}");
     h.ec2
         .revoke_security_group_ingress()
@@ -190,20 +198,9 @@ async fn a_target_the_load_balancer_may_not_reach_is_named() {
     assert_eq!(check(&diagnose(&h, &proxy.endpoint).await, "Load balancer may reach the target")["Ok"], true);
 
     // The way out to that address removed by hand: health checks and traffic stop.
-    let rules = h
-        .ec2
-        .describe_security_group_rules()
-        .filters(aws_sdk_ec2::types::Filter::builder().name("group-id").values(&own_group).build())
-        .send()
-        .await
-        .unwrap()
-        .security_group_rules
-        .unwrap();
-    let way_out: Vec<String> = rules
-        .into_iter()
-        .filter(|r| r.is_egress == Some(true) && r.cidr_ipv4.as_deref() == Some("192.168.5.10/32"))
-        .filter_map(|r| r.security_group_rule_id)
-        .collect();
+    let way_out =
+        rule_ids(&h, &own_group, |r| r.is_egress == Some(true) && r.cidr_ipv4.as_deref() == Some("192.168.5.10/32"))
+            .await;
     assert_eq!(way_out.len(), 1);
     h.ec2
         .revoke_security_group_egress()

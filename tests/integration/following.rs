@@ -22,6 +22,14 @@ async fn failover(h: &Harness, db: &DbSeed) {
     h.rds.failover_db_cluster().db_cluster_identifier(&db.cluster).send().await.unwrap();
 }
 
+/// The follower's one line per chain and run, from its JSON log.
+fn sync_lines(logs: &str) -> Vec<Value> {
+    logs.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["fields"]["action"].is_string())
+        .collect()
+}
+
 fn set(addresses: &[std::net::Ipv4Addr]) -> BTreeSet<String> {
     addresses.iter().map(ToString::to_string).collect()
 }
@@ -346,11 +354,7 @@ async fn the_binary_serves_as_builder_and_follower_and_the_follower_logs_one_lin
     builder.stop().await;
 
     let logs = follower.stop().await;
-    let lines: Vec<Value> = logs
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|line| line["fields"]["action"].is_string())
-        .collect();
+    let lines = sync_lines(&logs);
     assert_eq!(lines.len(), 1, "one line per chain and run: {lines:?}");
     let fields = &lines[0]["fields"];
     assert_eq!(fields["action"], "retargeted");
@@ -380,11 +384,7 @@ async fn a_writer_in_a_zone_the_load_balancer_lacks_is_said_on_every_run_while_i
         assert_eq!(run, Ended::Response("null".into()));
     }
     let logs = follower.stop().await;
-    let lines: Vec<Value> = logs
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|line| line["fields"]["action"].is_string())
-        .collect();
+    let lines = sync_lines(&logs);
     let actions: Vec<&str> = lines.iter().map(|l| l["fields"]["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["retargeted", "unchanged", "unchanged"], "{lines:?}");
     for line in &lines {

@@ -9,7 +9,7 @@ https://docs.aws.amazon.com/service-authorization/):
   carries for that action (or the action's own, or a global key). AWS authorizes a request
   once per resource, with that resource type's keys only: a key listed for another resource
   type of the action is absent there, so such a statement never allows that part.
-The EC2, ELB, RDS, tagging and CloudFormation actions allowed must be exactly those the code in
+The EC2, ELB, RDS, tagging, CloudFormation and EventBridge actions allowed must be exactly those the code in
 src/ calls plus what ELB calls on the caller's behalf (iam/reference.py names the source), none
 missing, none to spare; and each role that may call an ELB action may also make its calls. Then
 the IAM linter parliament. Prints what it verified; exits non-zero on the first wrong key.
@@ -25,14 +25,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from iam import reference  # noqa: E402
 from iam.template import Stack, load, role_policies  # noqa: E402
 
-CLIENTS = {"ec2": "ec2", "elb": "elasticloadbalancing", "rds": "rds", "tagging": "tag", "cloudformation": "cloudformation"}
+CLIENTS = {
+    "ec2": "ec2",
+    "elb": "elasticloadbalancing",
+    "rds": "rds",
+    "tagging": "tag",
+    "cloudformation": "cloudformation",
+    "events": "events",
+}
 # Methods of a client that are not API operations.
-NOT_OPERATIONS = {"clone"}
+NOT_OPERATIONS = {"clone", "config"}
 WAITERS = {"wait_until_load_balancer_available": "DescribeLoadBalancers", "wait_until_load_balancers_deleted": "DescribeLoadBalancers"}
 
-# An example stack, with what the custom resources answer once deployed.
+# An example stack, with what the custom resources answer once deployed, and every
+# conditional statement present (the fleet report's needs ReportToEventBus).
 EXAMPLE = Stack(
     "arn:aws:cloudformation:us-east-1:123456789012:stack/example/6b6f2b10-0000-0000-0000-000000000000",
+    parameters={"ReportToEventBus": "arn:aws:events:eu-west-1:210987654321:event-bus/fleet"},
     attributes={
         "DatabaseSecurityGroups.Arns": "arn:aws:ec2:us-east-1:123456789012:security-group/sg-0123456789abcdef0",
         "DatabaseSecurityGroups.VpcArn": "arn:aws:ec2:us-east-1:123456789012:vpc/vpc-0123456789abcdef0",
@@ -137,7 +146,7 @@ def main(path: str, code: Path) -> int:
     print(f"{len(checked)} action/condition-key pairs verified per resource type against the Service Authorization Reference")
     for action in sorted(allowed):
         print(f"ok   {action:58} {why[action]}")
-    print(f"{len(allowed)} EC2/ELB/RDS/tagging/CloudFormation actions allowed, each needed")
+    print(f"{len(allowed)} EC2/ELB/RDS/tagging/CloudFormation/EventBridge actions allowed, each needed")
     return lint_with_parliament(roles)
 
 

@@ -32,6 +32,8 @@ pub struct Aws {
     pub rds: aws_sdk_rds::Client,
     pub cloudformation: aws_sdk_cloudformation::Client,
     pub tagging: aws_sdk_resourcegroupstagging::Client,
+    /// The fleet report's, bounded like CloudFormation's: a report is not worth a long wait.
+    pub events: aws_sdk_eventbridge::Client,
 }
 
 impl Aws {
@@ -43,12 +45,17 @@ impl Aws {
             .retry_config(RetryConfig::standard().with_max_attempts(3))
             .timeout_config(TimeoutConfig::builder().operation_timeout(Duration::from_secs(10)).build())
             .build();
+        let events = aws_sdk_eventbridge::config::Builder::from(config)
+            .retry_config(RetryConfig::standard().with_max_attempts(3))
+            .timeout_config(TimeoutConfig::builder().operation_timeout(Duration::from_secs(10)).build())
+            .build();
         Aws {
             ec2: aws_sdk_ec2::Client::new(config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(config),
             rds: aws_sdk_rds::Client::new(config),
             cloudformation: aws_sdk_cloudformation::Client::from_conf(cloudformation),
             tagging: aws_sdk_resourcegroupstagging::Client::new(config),
+            events: aws_sdk_eventbridge::Client::from_conf(events),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod database;
 pub mod deadline;
 pub mod diagnose;
 pub mod error;
+pub mod fleet;
 pub mod incoming;
 pub mod resolve;
 pub mod resource;

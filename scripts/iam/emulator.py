@@ -5,7 +5,7 @@ whose policies are the template's, rendered for that stack (template.py). A requ
 with such a key becomes the authorizations AWS makes for it (requests.py), each decided by
 IAM's evaluation logic (policy.py); the first refused one gets AWS's answer (EC2: HTTP 403
 `UnauthorizedOperation`; ELB, RDS and CloudFormation: HTTP 403 `AccessDenied`; the tagging
-API: `AccessDeniedException`), naming the action and the resource, and the refusal is logged,
+API and EventBridge: `AccessDeniedException`), naming the action and the resource, and the refusal is logged,
 with the statement that came nearest, to stderr and to the denials file. The harness's own
 key (`admin`) is not checked; any other key is refused as AWS refuses an unknown one.
 
@@ -150,7 +150,8 @@ def _error(service, code, message, status=403):
             f"<RequestID>{request_id}</RequestID></Response>"
         )
         return status, "text/xml", body
-    if service == "tagging":
+    # The JSON-protocol services: the tagging API and EventBridge answer `AccessDeniedException`.
+    if service in ("tagging", "events"):
         return 400, "application/x-amz-json-1.1", json.dumps({"__type": f"{code}Exception", "Message": message})
     body = (
         f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{_xml(message)}</Message>"

@@ -280,6 +280,19 @@ class Requests:
             raise NotModelled(f"tag:{name}")
         self.anywhere(f"tag:{name}")
 
+    def events(self, name, body):
+        """PutEvents is authorized once per entry, on the entry's bus (its ARN, or its name in the
+        caller's region and account; `default` when none), with the entry's source and detail type
+        (Service Authorization Reference, Amazon EventBridge: `events:source`, `events:detail-type`)."""
+        action = f"events:{name}"
+        if name != "PutEvents":
+            raise NotModelled(action)
+        for entry in body.get("Entries", []):
+            bus = entry.get("EventBusName") or "default"
+            arn = bus if bus.startswith("arn:") else f"arn:aws:events:{self.region}:{self.account}:event-bus/{bus}"
+            context = {"events:source": entry.get("Source", ""), "events:detail-type": entry.get("DetailType", "")}
+            self.add(action, arn, "event-bus", context)
+
     def cloudformation(self, name, p):
         action = f"cloudformation:{name}"
         if name not in ("DescribeStacks", "DescribeStackResource", "DescribeStackResources"):
@@ -350,6 +363,7 @@ def authorizations(service: str, action: str, params: dict, world: World, region
         "rds": requests.rds,
         "tagging": requests.tagging,
         "cloudformation": requests.cloudformation,
+        "events": requests.events,
     }.get(service)
     if handler is None:
         raise NotModelled(f"{service}:{action}")

@@ -130,6 +130,19 @@ class PerResource(unittest.TestCase):
         params = {"GroupId": "sg-gone"}
         self.assertEqual(authorizations("ec2", "DeleteSecurityGroup", params, FakeWorld(), REGION, ACCOUNT, {}), [])
 
+    def test_each_event_is_authorized_on_its_bus_with_its_source_and_detail_type(self):
+        bus = "arn:aws:events:eu-west-1:210987654321:event-bus/fleet"
+        only_ours = statement("events:PutEvents", bus, {"StringEquals": {"events:source": "reverse-privatelink"}})
+        ours = {"EventBusName": bus, "Source": "reverse-privatelink", "DetailType": "d", "Detail": "{}"}
+        elsewhere = {**ours, "EventBusName": "other"}
+        other_source = {**ours, "Source": "someone"}
+        entries = {"Entries": [ours, elsewhere, other_source]}
+        self.assertEqual(
+            refused("events", "PutEvents", entries, [only_ours]),
+            [("events:PutEvents", f"arn:aws:events:{REGION}:{ACCOUNT}:event-bus/other"), ("events:PutEvents", bus)],
+        )
+        self.assertEqual(refused("events", "PutEvents", {"Entries": [ours]}, [only_ours]), [])
+
 
 if __name__ == "__main__":
     unittest.main()

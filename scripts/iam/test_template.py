@@ -37,6 +37,7 @@ def worst_case():
         "EnforceSecurityGroupInboundRulesOnPrivateLinkTraffic": "on",
         "NotificationEmail": "dba@example.com",
         "SyncIntervalMinutes": "5",
+        "ReportToEventBus": "arn:aws-us-gov:events:us-gov-east-1:210987654321:event-bus/" + "f" * 180,
     }
     attributes = {
         "DatabaseSecurityGroups.Arns": ",".join(groups),
@@ -80,6 +81,19 @@ class Rendering(unittest.TestCase):
         self.assertIn(f"log-group:/aws/lambda/{stack.name}-reverse-privatelink:log-stream:*", rendered)
         self.assertIn("arn:aws-us-gov:elasticloadbalancing:us-gov-west-1:123456789012:targetgroup/*/*", rendered)
         self.assertNotIn("${", rendered)
+
+    def test_both_roles_may_report_to_the_given_bus_only_and_only_when_one_is_given(self):
+        stack = worst_case()
+        bus = stack.parameters["ReportToEventBus"]
+        for role, policies in role_policies(TEMPLATE, stack).items():
+            granted = [
+                s for p in policies for s in p.document["Statement"] if "events:PutEvents" in str(s.get("Action"))
+            ]
+            self.assertEqual([s["Resource"] for s in granted], [bus], role)
+            self.assertEqual(granted[0]["Condition"]["StringEquals"]["events:source"], "reverse-privatelink", role)
+        stack.parameters["ReportToEventBus"] = ""
+        for role, policies in role_policies(TEMPLATE, stack).items():
+            self.assertNotIn("events:", str([p.document for p in policies]), role)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ impl Chain<'_> {
         }
         let (elb, ec2) = (&self.aws.elb, &self.aws.ec2);
         let tags = tags::Tags::new(&self.owner, &want.generation, &want.spec.tags, &want.dropped_tag_keys);
-        let target_group_tags = tags.for_target_group(want.resolved.follows.as_deref());
+        let target_group_tags = tags.for_target_group(want.resolved.follows.as_deref(), want.report_to());
         let service_tags = tags.for_service(&want.spec.allowed_principals);
         let load_balancer_tags = tags.for_load_balancer(&want.spec.consumer_zone_ids);
         let mut existing = existing.cloned().unwrap_or_default();
@@ -164,7 +164,7 @@ impl Chain<'_> {
     ) -> Result<Built> {
         let (elb, ec2) = (&self.aws.elb, &self.aws.ec2);
         let tags = tags::Tags::new(&self.owner, &want.generation, &want.spec.tags, &want.dropped_tag_keys);
-        let target_group_tags = tags.for_target_group(want.resolved.follows.as_deref());
+        let target_group_tags = tags.for_target_group(want.resolved.follows.as_deref(), want.report_to());
         let service_tags = tags.for_service(&want.spec.allowed_principals);
         let load_balancer_tags = tags.for_load_balancer(&want.spec.consumer_zone_ids);
         let (lb, tg, service) = (&group.load_balancers[0], &group.target_groups[0], &group.services[0]);

@@ -5,12 +5,15 @@
 //! be a moment behind a create: good enough for chains of earlier requests, and
 //! anything about to be destroyed on their word is read again first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aws_sdk_resourcegroupstagging::types::TagFilter;
 
 use super::tags::{self, ANSWERED_TAG, LOGICAL_ID_TAG, STACK_ID_TAG};
-use super::{Chain, EndpointService, Group, endpoint_service, ingress, load_balancer, security_group, target_group};
+use super::{
+    Chain, EndpointService, Group, Zone, endpoint_service, ingress, load_balancer, network, security_group,
+    target_group,
+};
 use crate::error::{Error, Result};
 
 /// Every chain an owner has in the account, by generation.
@@ -125,6 +128,16 @@ impl Chain<'_> {
             return Ok(None);
         }
         endpoint_service::by_id(&self.aws.ec2, &self.owner, service_id).await
+    }
+
+    /// The name of the service `service_id` and the zones its load balancer serves (sorted by
+    /// name), as the consumer needs them; None when the service is gone.
+    pub async fn published(&self, service_id: &str) -> Result<Option<(String, Vec<Zone>)>> {
+        let Some(service) = self.service(service_id).await? else { return Ok(None) };
+        let load_balancers = load_balancer::by_arns(&self.aws.elb, service.load_balancer_arns).await?;
+        let subnets: BTreeSet<String> = load_balancers.into_iter().flat_map(|lb| lb.subnets).collect();
+        let network = network::resolve(&self.aws.ec2, &subnets, &BTreeSet::new(), |_| false).await?;
+        Ok(Some((service.name, network.zones())))
     }
 
     /// The chain CloudFormation knows as `service_id`: its `service` (read by ID),

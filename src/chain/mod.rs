@@ -39,8 +39,8 @@ pub use load_balancer::LoadBalancer;
 pub use network::{Network, Zone};
 pub use security_group::SecurityGroup;
 pub use tags::{
-    ANSWERED_TAG, CONSUMER_ZONES_TAG, DATABASE_TAG, GENERATION_TAG, LOGICAL_ID_TAG, PRINCIPALS_TAG, STACK_ID_TAG,
-    describe_elb as describe_elb_tags, ec2_map, principals_record,
+    ANSWERED_TAG, CONSUMER_ZONES_TAG, DATABASE_TAG, GENERATION_TAG, LOGICAL_ID_TAG, PRINCIPALS_TAG, REPORT_TO_TAG,
+    STACK_ID_TAG, describe_elb as describe_elb_tags, ec2_map, principals_record,
 };
 pub use target_group::TargetGroup;
 
@@ -102,6 +102,11 @@ impl Desired<'_> {
     /// The name of the load balancer and of the target group.
     pub fn resource_name(&self) -> String {
         format!("{}-{}", self.spec.name, self.generation)
+    }
+
+    /// The ARN of the bus the chain's target moves are reported to, if any.
+    pub fn report_to(&self) -> Option<&str> {
+        self.spec.report_to.as_ref().map(|bus| bus.arn.as_str())
     }
 }
 

@@ -18,6 +18,9 @@ pub const ANSWERED_TAG: &str = "reverse-privatelink:answered";
 /// user named it. The writer sync finds the chains it keeps up to date by this tag.
 pub const DATABASE_TAG: &str = "reverse-privatelink:database";
 
+/// On the target group: the event bus that hears of each target move (`ReportToEventBus`).
+pub const REPORT_TO_TAG: &str = "reverse-privatelink:report-to";
+
 /// On the endpoint service: the principals it should allow (see [`principals_record`]).
 pub const PRINCIPALS_TAG: &str = "reverse-privatelink:principals";
 /// On the load balancer: the consumer's zone IDs, space-separated.
@@ -68,9 +71,10 @@ impl Tags {
         Tags { wanted, dropped }
     }
 
-    /// The target group's tags: these plus the database it follows, or without it.
-    pub fn for_target_group(&self, follows: Option<&str>) -> Tags {
-        self.with(DATABASE_TAG, follows.map(str::to_string))
+    /// The target group's tags: these plus the database it follows and the bus its moves are
+    /// reported to, or without them.
+    pub fn for_target_group(&self, follows: Option<&str>, report_to: Option<&str>) -> Tags {
+        self.with(DATABASE_TAG, follows.map(str::to_string)).with(REPORT_TO_TAG, report_to.map(str::to_string))
     }
 
     /// The endpoint service's tags: these plus the principals it should allow, so that a

@@ -43,10 +43,10 @@ pub trait CustomResource {
         false
     }
 
-    /// Called once CloudFormation has received `success` for `request`: only
-    /// now does the stack know the physical ID.
-    fn answered(&self, request: &Request, success: &Success) -> impl Future<Output = ()> {
-        let _ = (request, success);
+    /// Called once CloudFormation has received the answer to `request`: `success`, or
+    /// FAILED with that reason. Only now does the stack know the physical ID.
+    fn answered(&self, request: &Request, answer: Result<&Success, &str>) -> impl Future<Output = ()> {
+        let _ = (request, answer);
         async {}
     }
 }
@@ -99,22 +99,23 @@ async fn answer<R: CustomResource>(
         warn!("CloudFormation no longer waits for this request; sending no answer, so the one it has stands");
         return Ok(());
     };
-    let succeeded = match &outcome {
+    let answered = match &outcome {
         Outcome::Success(success) => {
             info!(physical_resource_id = %success.physical_resource_id, "answering SUCCESS");
-            Some(success.clone())
+            Ok(success.clone())
         }
         Outcome::Failed(reason) => {
             warn!(%reason, "answering FAILED");
-            None
+            Err(reason.clone())
         }
     };
     let body = response::render(&envelope, outcome);
     match sender.deliver(&url, body, deadline.finish_by).await {
         Ok(()) => {
-            if let (Ok(request), Some(success)) = (&request, &succeeded) {
+            if let Ok(request) = &request {
+                let answer = answered.as_ref().map_err(String::as_str);
                 // Bounded: running past the deadline would make Lambda deliver the event again.
-                let recorded = tokio::time::timeout_at(deadline.finish_by, resource.answered(request, success)).await;
+                let recorded = tokio::time::timeout_at(deadline.finish_by, resource.answered(request, answer)).await;
                 if recorded.is_err() {
                     warn!("the deadline came before the answer could be recorded on the resource");
                 }

@@ -12,6 +12,7 @@
 
 mod cleanup;
 mod lookup;
+mod report;
 mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,6 +29,7 @@ use crate::cloudformation::{
 use crate::database::Databases;
 use crate::deadline::{Deadline, Progress, within};
 use crate::error::{Error, Result};
+use crate::fleet::Reporter;
 use crate::resolve::{Resolution, SETTLE_PATIENCE, WhileSettling, ZoneChecks, resolve};
 use crate::spec::{Spec, same_value, tag_keys};
 use watch::{Acceptance, NotRollingBack, StillAwaited, acceptance};
@@ -41,6 +43,7 @@ pub struct ReversePrivateLink {
     aws: Aws,
     databases: Databases,
     status: StatusReader,
+    fleet: Reporter,
     /// What to do once CloudFormation has an answer, by request ID.
     after_answer: Mutex<BTreeMap<String, AfterAnswer>>,
 }
@@ -67,7 +70,8 @@ struct AfterAnswer {
 impl ReversePrivateLink {
     pub fn new(aws: Aws, databases: Databases) -> Self {
         let status = StatusReader::new(aws.cloudformation.clone());
-        ReversePrivateLink { aws, databases, status, after_answer: Mutex::default() }
+        let fleet = Reporter::new(aws.events.clone());
+        ReversePrivateLink { aws, databases, status, fleet, after_answer: Mutex::default() }
     }
 }
 
@@ -102,7 +106,24 @@ impl CustomResource for ReversePrivateLink {
         }
     }
 
-    async fn answered(&self, request: &Request, success: &Success) {
+    async fn answered(&self, request: &Request, answer: Result<&Success, &str>) {
+        let report = async {
+            if let Some((bus, report)) = report::of(request, answer) {
+                self.fleet.send(&bus, &report).await;
+            }
+        };
+        let record = async {
+            if let Ok(success) = answer {
+                self.record_answer(request, success).await;
+            }
+        };
+        tokio::join!(report, record);
+    }
+}
+
+impl ReversePrivateLink {
+    /// Marks a chain CloudFormation has just been given as answered, once it shows it took it.
+    async fn record_answer(&self, request: &Request, success: &Success) {
         let request_id = match request {
             Request::Create(create) => &create.request_id,
             Request::Update(update) => &update.request_id,
@@ -135,9 +156,7 @@ impl CustomResource for ReversePrivateLink {
             Err(error) => error!(%service_id, %error, "could not record that CloudFormation has the chain"),
         }
     }
-}
 
-impl ReversePrivateLink {
     fn chain(&self, stack_id: &str, logical_id: &str) -> Chain<'_> {
         Chain::new(&self.aws, Owner { stack_id: stack_id.to_string(), logical_id: logical_id.to_string() })
     }

@@ -2,6 +2,7 @@
 //! call. CloudFormation sends every scalar as a string ("3306", "true").
 //! One file per topic, each with its own tests.
 
+mod event_bus;
 mod name;
 mod network;
 mod principals;
@@ -19,6 +20,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use read::{boolean, edit_distance, kind, noted};
 
+pub use event_bus::EventBus;
 pub use name::{GENERATION_LEN, MAX_NAME_LEN, stack_name};
 pub use regions::own_region;
 pub use tags::{RESERVED_TAG_PREFIX, is_tag_char, tag_keys};
@@ -54,6 +56,8 @@ pub struct Spec {
     pub load_balancer_clients: BTreeSet<String>,
     /// The listener's idle timeout for TCP flows; None: AWS's default, 350 s.
     pub idle_timeout_seconds: Option<u16>,
+    /// Where every answer and target move is reported, for the fleet's platform team.
+    pub report_to: Option<EventBus>,
 }
 
 /// The port when neither the properties nor a database say otherwise (MySQL's).
@@ -78,6 +82,7 @@ const PROPERTIES: &[&str] = &[
     "ConsumerAvailabilityZoneIds",
     "LoadBalancerClients",
     "IdleTimeoutSeconds",
+    "ReportToEventBus",
 ];
 /// CloudFormation's own, sent inside `ResourceProperties`.
 const CLOUDFORMATION_PROPERTIES: &[&str] = &["ServiceToken", "ServiceTimeout"];
@@ -123,6 +128,7 @@ impl Spec {
             consumer_zone_ids: noted(&mut errors, zones::consumer_zone_ids(props)),
             load_balancer_clients: noted(&mut errors, traffic::load_balancer_clients(props)),
             idle_timeout_seconds: noted(&mut errors, traffic::idle_timeout(props)),
+            report_to: noted(&mut errors, event_bus::report_to(props, stack_id)),
         };
         let own_group = spec.security_group_ids.is_empty();
         let clients = &spec.load_balancer_clients;

@@ -28,7 +28,7 @@ pub fn supported_regions(props: &Properties, stack_id: &str) -> Result<BTreeSet<
 }
 
 /// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `ap-southeast-7`.
-fn is_region_name(name: &str) -> bool {
+pub(super) fn is_region_name(name: &str) -> bool {
     let parts: Vec<&str> = name.split('-').collect();
     let [first, middle @ .., number] = parts.as_slice() else { return false };
     first.len() == 2

@@ -20,12 +20,13 @@ pub use orphans::INTERVAL_ENV;
 use crate::aws::Aws;
 use crate::chain::network::{self, VpcBlocks};
 use crate::chain::target_group::{self, Registered};
-use crate::chain::{self, ANSWERED_TAG, DATABASE_TAG, GENERATION_TAG, LOGICAL_ID_TAG, STACK_ID_TAG};
+use crate::chain::{self, ANSWERED_TAG, DATABASE_TAG, GENERATION_TAG, LOGICAL_ID_TAG, REPORT_TO_TAG, STACK_ID_TAG};
 use crate::cloudformation::{ResourceStatus, StatusReader};
 use crate::database::{Databases, Described, Kind, Writer};
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
-use crate::spec::Database;
+use crate::fleet::{self, Happened, Report, Reporter};
+use crate::spec::{Database, EventBus};
 
 /// Limits the sync to the chains of one stack (the template sets it to its own
 /// stack ID): the function's role may change only those.
@@ -157,6 +158,29 @@ fn is_about(source: &str, database: &Database, described: &Described) -> bool {
 pub struct Follower {
     pub target_group_arn: String,
     pub database: String,
+    pub owner: chain::Owner,
+    /// The service CloudFormation holds for the chain, when known.
+    pub service_id: Option<String>,
+    /// Where its target moves are reported (the chain's `ReportToEventBus`).
+    pub report_to: Option<EventBus>,
+}
+
+impl Follower {
+    fn from_tags(
+        target_group_arn: String,
+        tags: &BTreeMap<String, String>,
+        service_id: Option<String>,
+    ) -> Option<Self> {
+        let tag = |key: &str| tags.get(key).cloned().unwrap_or_default();
+        Some(Follower {
+            database: tags.get(DATABASE_TAG)?.clone(),
+            target_group_arn,
+            owner: chain::Owner { stack_id: tag(STACK_ID_TAG), logical_id: tag(LOGICAL_ID_TAG) },
+            service_id: service_id.or_else(|| tags.get(ANSWERED_TAG).cloned()),
+            // A tag that is no bus (set by hand) reports nowhere.
+            report_to: tags.get(REPORT_TO_TAG).and_then(|arn| EventBus::parse(arn).ok()),
+        })
+    }
 }
 
 /// What one run did to one chain.
@@ -179,12 +203,14 @@ pub struct Sync {
     aws: Aws,
     databases: Databases,
     stack_id: Option<String>,
+    fleet: Reporter,
 }
 
 impl Sync {
     pub fn new(aws: Aws, databases: Databases) -> Self {
         let stack_id = std::env::var(STACK_ENV).ok().filter(|s| !s.is_empty());
-        Sync { aws, databases, stack_id }
+        let fleet = Reporter::new(aws.events.clone());
+        Sync { aws, databases, stack_id, fleet }
     }
 
     /// Handles one EventBridge event. Never fails: one chain's trouble is logged
@@ -233,10 +259,46 @@ impl Sync {
                 tokio::time::timeout_at(deadline.work_until, self.sync_one(follower, trigger, patience)).await;
             let outcome = outcome.unwrap_or_else(|_| Err(Error::Timeout("syncing the writer".into())));
             let millis = started.elapsed().as_millis() as u64;
+            let moved = match &outcome {
+                Ok(Outcome { old, writer, .. }) if *old != BTreeSet::from([writer.address]) => {
+                    Some((joined(old), writer.address.to_string(), writer.instance.clone().unwrap_or_default()))
+                }
+                _ => None,
+            };
             let action = report(follower, outcome, millis);
+            if let (Some(moved), Some(bus)) = (moved, &follower.report_to) {
+                let told = self.tell_fleet(follower, bus, moved);
+                if tokio::time::timeout_at(deadline.work_until, told).await.is_err() {
+                    warn!(target_group = %follower.target_group_arn, "the deadline came before the move could be reported to the fleet");
+                }
+            }
             (follower.target_group_arn.clone(), action)
         });
         futures::future::join_all(runs).await.into_iter().collect()
+    }
+
+    /// Reports a target move (old addresses, new address, writer instance) to the fleet's bus,
+    /// with the service name and zone IDs the consumer needs.
+    async fn tell_fleet(&self, follower: &Follower, bus: &EventBus, (old, new, instance): (String, String, String)) {
+        let owner = &follower.owner;
+        let mut report =
+            Report::new(&owner.stack_id, &owner.logical_id, Happened::WriterMoved, fleet::Outcome::Success);
+        report.database = follower.database.clone();
+        (report.previous_target_ips, report.target_ips, report.writer_instance) = (old, new, instance);
+        if let Some(service_id) = &follower.service_id {
+            report.service_id = service_id.clone();
+            match chain::Chain::new(&self.aws, owner.clone()).published(service_id).await {
+                Ok(Some((name, zones))) => {
+                    report.service_name = name;
+                    report.availability_zone_ids = zones.into_iter().map(|z| z.id).collect::<Vec<_>>().join(",");
+                }
+                Ok(None) => warn!(%service_id, "the chain's endpoint service is gone; reporting the move without it"),
+                Err(error) => {
+                    warn!(%service_id, %error, "could not read the endpoint service; reporting the move without it")
+                }
+            }
+        }
+        self.fleet.send(bus, &report).await;
     }
 
     /// The target groups that carry a database tag (of this stack, when the function
@@ -259,21 +321,26 @@ impl Sync {
         let (marked, unmarked): (Vec<_>, Vec<_>) =
             tagged.into_iter().filter(|(_, tags)| ours(tags)).partition(|(_, tags)| tags.contains_key(ANSWERED_TAG));
         let held = self.held_unmarked(&unmarked).await;
+        let held_unmarked = unmarked.into_iter().filter_map(|(arn, tags)| {
+            let service_id = held.get(&chain_of(&tags))?.clone();
+            Follower::from_tags(arn, &tags, Some(service_id))
+        });
         Ok(marked
             .into_iter()
-            .chain(unmarked.into_iter().filter(|(_, tags)| held.contains(&chain_of(tags))))
-            .filter_map(|(arn, tags)| {
-                Some(Follower { database: tags.get(DATABASE_TAG)?.clone(), target_group_arn: arn })
-            })
+            .filter_map(|(arn, tags)| Follower::from_tags(arn, &tags, None))
+            .chain(held_unmarked)
             .collect())
     }
 
-    /// Of the unmarked chains, (logical ID, generation) of those CloudFormation holds now,
-    /// asked once per logical ID. A chain a request is still building is not held yet (a
+    /// Of the unmarked chains, (logical ID, generation) of those CloudFormation holds now, with
+    /// the service ID it holds, asked once per logical ID. A chain a request is still building is not held yet (a
     /// Create's resource has no physical ID; a replacement's holds the old chain); without
     /// the stack, or an answer from CloudFormation, none is.
-    async fn held_unmarked(&self, unmarked: &[(String, BTreeMap<String, String>)]) -> BTreeSet<(String, String)> {
-        let Some(stack_id) = &self.stack_id else { return BTreeSet::new() };
+    async fn held_unmarked(
+        &self,
+        unmarked: &[(String, BTreeMap<String, String>)],
+    ) -> BTreeMap<(String, String), String> {
+        let Some(stack_id) = &self.stack_id else { return BTreeMap::new() };
         let logical_ids: BTreeSet<String> = unmarked.iter().map(|(_, tags)| chain_of(tags).0).collect();
         let status = StatusReader::new(self.aws.cloudformation.clone());
         let asked = logical_ids.into_iter().map(|logical_id| {
@@ -287,7 +354,7 @@ impl Sync {
                 let owner = chain::Owner { stack_id: stack_id.clone(), logical_id: logical_id.clone() };
                 let service = chain::Chain::new(&self.aws, owner).service(held.physical_id()?).await;
                 match service {
-                    Ok(service) => Some((logical_id, service?.generation)),
+                    Ok(service) => service.map(|service| ((logical_id, service.generation), service.id)),
                     Err(error) => {
                         warn!(%error, %logical_id, "could not read the endpoint service CloudFormation holds");
                         None
@@ -295,8 +362,8 @@ impl Sync {
                 }
             }
         });
-        let held: BTreeSet<(String, String)> = futures::future::join_all(asked).await.into_iter().flatten().collect();
-        for (logical_id, generation) in &held {
+        let held: BTreeMap<_, _> = futures::future::join_all(asked).await.into_iter().flatten().collect();
+        for (logical_id, generation) in held.keys() {
             info!(%logical_id, %generation, "following a chain CloudFormation holds though it carries no answered mark yet");
         }
         held

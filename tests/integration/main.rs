@@ -6,6 +6,7 @@ mod binary;
 mod connections;
 mod databases;
 mod diagnose;
+mod fleet;
 mod following;
 mod lifecycle;
 mod privileges;

@@ -114,6 +114,14 @@ impl Moto {
         assert!(answer.is_ok_and(|a| a.status().is_success()), "the emulator did not take the stack's policies");
     }
 
+    /// Sets template parameters of `stack_id` (deployed already), re-rendering its roles' policies.
+    pub async fn set_parameters(&self, stack_id: &str, parameters: &Value) {
+        let body = json!({"stack_id": stack_id, "parameters": parameters});
+        let url = format!("{}/_iam/principals", self.endpoint);
+        let answer = reqwest::Client::new().post(url).body(body.to_string()).send().await;
+        assert!(answer.is_ok_and(|a| a.status().is_success()), "the emulator did not take the stack's parameters");
+    }
+
     /// The authorizations refused so far: each names the role, the request, the action and
     /// resource refused, and the statement that came nearest.
     pub fn denials(&self) -> Vec<Value> {

@@ -69,15 +69,16 @@ deploy: $(SAM) $(BUILD_BIN)/cargo-lambda
 	SAM_CLI_TELEMETRY=0 $(SAM) deploy --guided --capabilities CAPABILITY_IAM
 	@echo "deployed; the stack's Outputs hold ServiceName and AvailabilityZoneIds for the consumer"
 
-## lint: cfn-lint, checkov, the IAM policies against the Service Authorization Reference and parliament, fmt, clippy, cargo-deny
+## lint: cfn-lint, checkov (template.yaml, the packaged template, fleet.yaml), the IAM policies against the Service Authorization Reference and parliament, fmt, clippy, cargo-deny
 lint: $(STACKSET_TEMPLATE) $(LINT_READY) $(CHECKOV) $(CARGO_DENY)
-	$(TOOLS)/lint/bin/cfn-lint template.yaml $(STACKSET_TEMPLATE)
-	$(CHECKOV) --framework cloudformation --skip-download --quiet --compact -f template.yaml -f $(STACKSET_TEMPLATE)
+	$(TOOLS)/lint/bin/cfn-lint template.yaml $(STACKSET_TEMPLATE) fleet.yaml
+	$(CHECKOV) --framework cloudformation --skip-download --quiet --compact -f template.yaml -f $(STACKSET_TEMPLATE) -f fleet.yaml
 	$(LINT_PY) scripts/check_iam.py template.yaml
+	$(LINT_PY) scripts/check_iam.py --resource-policies fleet.yaml
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 	$(CARGO_DENY) check bans licenses sources
-	@echo "lint clean: template.yaml, $(STACKSET_TEMPLATE), IAM policy, Rust formatting, clippy, dependencies"
+	@echo "lint clean: template.yaml, $(STACKSET_TEMPLATE), fleet.yaml, IAM policies, Rust formatting, clippy, dependencies"
 
 $(STACKSET_TEMPLATE): template.yaml scripts/package.py $(LINT_READY)
 	$(LINT_PY) scripts/package.py --source template.yaml --output $@

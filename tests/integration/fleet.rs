@@ -13,14 +13,17 @@ const BUS_REGION: &str = "eu-west-1";
 const BUS: &str = "arn:aws:events:eu-west-1:123456789012:event-bus/fleet";
 
 /// The collecting side, as fleet.yaml makes it but with a queue for the test to read: the bus
-/// and a rule sending the function's events to the queue. Returns the queue's URL.
+/// and fleet.yaml's rule, sending the function's events to the queue. Returns the queue's URL.
 async fn fleet_bus(h: &Harness) -> (aws_sdk_sqs::Client, String) {
     let config = h.moto.sdk_config().await.into_builder().region(Region::new(BUS_REGION)).build();
     let events = aws_sdk_eventbridge::Client::new(&config);
     let sqs = aws_sdk_sqs::Client::new(&config);
     events.create_event_bus().name("fleet").send().await.unwrap();
     let queue = sqs.create_queue().queue_name("fleet").send().await.unwrap().queue_url.unwrap();
-    let pattern = json!({"source": ["reverse-privatelink"]}).to_string();
+    let fleet = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fleet.yaml")).unwrap();
+    let fleet: serde_norway::Value = serde_norway::from_str(&fleet).unwrap();
+    let pattern = serde_json::to_string(&fleet["Resources"]["KeepEveryReport"]["Properties"]["EventPattern"]).unwrap();
+    assert!(pattern.contains("reverse-privatelink"), "{pattern}");
     events.put_rule().name("keep").event_bus_name("fleet").event_pattern(pattern).send().await.unwrap();
     let target = aws_sdk_eventbridge::types::Target::builder()
         .id("queue")
@@ -126,7 +129,8 @@ async fn a_report_that_cannot_be_put_changes_no_answer_and_no_move() {
     let (h, proxy) = Harness::behind_proxy(Some(2)).await;
     let db = h.seed_database().await;
     let (sqs, queue) = fleet_bus(&h).await;
-    proxy.inject("PutEvents", Fault::Refuse("AccessDeniedException"), None);
+    // The bus deleted, say: EventBridge's answer to a bus that does not exist.
+    proxy.inject("PutEvents", Fault::Refuse("ResourceNotFoundException"), None);
     let properties = reporting(&h, &db);
 
     let answer = h.create(&properties).await;

@@ -99,8 +99,8 @@ fn the_rds_event_rule_matches_failovers_however_the_database_was_named() {
     }
 }
 
-/// Every statement of every policy in the template: role policies, `AWS::IAM::RolePolicy`
-/// and `AWS::IAM::ManagedPolicy`.
+/// Every statement of every policy in the template: role policies (a conditional one as if
+/// its condition held), `AWS::IAM::RolePolicy` and `AWS::IAM::ManagedPolicy`.
 fn statements(template: &Yaml) -> Vec<(String, Yaml)> {
     let mut found = Vec::new();
     for (name, resource) in template["Resources"].as_mapping().unwrap() {
@@ -108,7 +108,7 @@ fn statements(template: &Yaml) -> Vec<(String, Yaml)> {
         let documents: Vec<&Yaml> = match resource["Type"].as_str().unwrap() {
             "AWS::IAM::Role" => resource["Properties"]["Policies"]
                 .as_sequence()
-                .map(|policies| policies.iter().map(|p| &p["PolicyDocument"]).collect())
+                .map(|policies| policies.iter().map(|p| &when_present(p)["PolicyDocument"]).collect())
                 .unwrap_or_default(),
             "AWS::IAM::RolePolicy" | "AWS::IAM::ManagedPolicy" => vec![&resource["Properties"]["PolicyDocument"]],
             _ => continue,
@@ -118,6 +118,14 @@ fn statements(template: &Yaml) -> Vec<(String, Yaml)> {
         }
     }
     found
+}
+
+/// `!If [Condition, this, !Ref AWS::NoValue]`: `this`.
+fn when_present(value: &Yaml) -> &Yaml {
+    match value {
+        Yaml::Tagged(tagged) if tagged.tag == "!If" => &tagged.value[1],
+        other => other,
+    }
 }
 
 fn strings(value: &Yaml) -> Vec<String> {
@@ -214,7 +222,13 @@ fn the_follower_may_read_and_move_this_stacks_targets_only() {
                 action.as_str(),
                 "elasticloadbalancing:RegisterTargets" | "elasticloadbalancing:DeregisterTargets"
             );
-            assert!(reads || logs || moves, "{where_} allows {action}");
+            // The fleet report: on the one bus the stack is given, nothing else.
+            let reports = action == "events:PutEvents";
+            assert!(reads || logs || moves || reports, "{where_} allows {action}");
+            if reports {
+                let bus = serde_norway::to_string(&statement["Resource"]).unwrap();
+                assert_eq!(bus.trim(), "!Ref ReportToEventBus", "{where_}");
+            }
             if moves {
                 let condition = serde_norway::to_string(&statement["Condition"]).unwrap();
                 assert!(condition.contains("aws:ResourceTag/reverse-privatelink:stack-id"), "{where_}: {condition}");

@@ -10,11 +10,13 @@ events/database-security-groups.json and create.json (the cluster's identifier a
 a failover in the emulator followed by events/rds-failover.json through the follower
 (the target moves to the new writer); update.json and delete.json through the builder;
 after the Create and after breaking the path, a `{"Diagnose": {}}` report from the builder.
+The main resource reports to a fleet bus in another region (ReportToEventBus, with fleet.yaml's
+rule delivering to a queue): each report the bus heard is printed after each step.
 Each CloudFormation answer is received on a local listener; at the end nothing may be
 left in the emulator. The emulator authorizes every request of the two functions by the
 template's own policies, as AWS would (the builder's and the follower's roles, and the
 policy made from the lookup's answer); any refusal stops the demo, naming it.
-Needs only boto3, moto, dnslib and policy_sentry (the Makefile's venv) and the binary; no AWS account.
+Needs only boto3, moto, dnslib, policy_sentry and cfn-flip (the Makefile's venv) and the binary; no AWS account.
 """
 
 import argparse
@@ -31,6 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
+from cfn_flip import to_json
 from dnslib import QTYPE, RCODE, RR, A
 from dnslib.server import BaseResolver, DNSServer
 
@@ -39,6 +42,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = "orders"
 # Where each instance lives, and the private address DNS gives its endpoint name.
 INSTANCES = {"orders-1": ("us-east-1a", "10.0.1.50"), "orders-2": ("us-east-1b", "10.0.2.50")}
+# The fleet report's bus, in another region than the stack, as a StackSet's usually is.
+FLEET_REGION = "eu-west-1"
+FLEET_BUS = f"arn:aws:events:{FLEET_REGION}:123456789012:event-bus/reverse-privatelink-fleet"
 
 
 def free_port():
@@ -131,11 +137,35 @@ def seed(ec2, rds, dns):
     }
 
 
-def deploy_stack(endpoint, stack_id, attributes):
-    """Maps the two functions' keys to the template's roles, rendered for the stack (and the lookup's answer)."""
-    body = json.dumps({"stack_id": stack_id, "attributes": attributes, "keys": {"builder": "FunctionRole", "follower": "FollowerRole"}})
+def deploy_stack(endpoint, stack_id, attributes, parameters=None):
+    """Maps the two functions' keys to the template's roles, rendered for the stack (its parameters, and the lookup's answer)."""
+    keys = {"builder": "FunctionRole", "follower": "FollowerRole"}
+    body = json.dumps({"stack_id": stack_id, "attributes": attributes, "parameters": parameters or {}, "keys": keys})
     request = urllib.request.Request(f"{endpoint}/_iam/principals", data=body.encode(), method="POST")
     return json.loads(urllib.request.urlopen(request, timeout=10).read())
+
+
+def fleet_bus(session):
+    """The collecting side of the fleet report in another region, as fleet.yaml makes it (its
+    rule's pattern), with a queue standing in for its log group. Returns a reader of the reports."""
+    config = {**session, "region_name": FLEET_REGION}
+    events, sqs = boto3.client("events", **config), boto3.client("sqs", **config)
+    name = FLEET_BUS.rsplit("/", 1)[1]
+    events.create_event_bus(Name=name)
+    queue_url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    fleet = json.loads(to_json((ROOT / "fleet.yaml").read_text()))
+    pattern = fleet["Resources"]["KeepEveryReport"]["Properties"]["EventPattern"]
+    events.put_rule(Name="keep-every-report", EventBusName=name, EventPattern=json.dumps(pattern))
+    target = {"Id": "queue", "Arn": f"arn:aws:sqs:{FLEET_REGION}:123456789012:{name}"}
+    events.put_targets(Rule="keep-every-report", EventBusName=name, Targets=[target])
+
+    def heard():
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        for message in messages:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return [json.loads(m["Body"])["detail"] for m in messages]
+
+    return heard
 
 
 def refused(denials=DENIALS):
@@ -304,7 +334,8 @@ def main():
         # CloudFormation, the follower takes the schedule's and RDS's events.
         builder, follower, cloudformation = RuntimeApi(), RuntimeApi(), CloudFormation()
         stack_id = json.loads((ROOT / "events" / "create.json").read_text())["StackId"]
-        roles = deploy_stack(endpoint, stack_id, {})
+        roles = deploy_stack(endpoint, stack_id, {}, {"ReportToEventBus": FLEET_BUS})
+        heard = fleet_bus(session)
         env = {
             "PATH": os.environ.get("PATH", ""),
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
@@ -376,11 +407,24 @@ def main():
                 print(f"    the builder's role may change inbound rules of these groups only: {answer['Data']['Arns']}")
                 print(f"    and make the load balancer's own group in this VPC only: {answer['Data']['VpcArn']}")
 
+        def tell_fleet():
+            for report in heard():
+                fields = [report["Event"], report["Outcome"], report["ServiceId"] or "-", report["ServiceName"] or "-",
+                          f"zones {report['AvailabilityZoneIds'] or '-'}", f"writer {report['TargetIps'] or '-'}"]
+                if report["PreviousServiceId"]:
+                    fields.append(f"(replaces {report['PreviousServiceId']})")
+                print(f"    the fleet's bus ({FLEET_REGION}) heard: {' '.join(fields)}")
+
         def play(name):
             template = json.loads((ROOT / "events" / f"{name}.json").read_text())
             event = fill(template, {**values, "ResponseURL": cloudformation.url(template["RequestId"])})
             if event["ResourceType"] == "Custom::ReversePrivateLink" and event["RequestType"] != "Delete":
                 look_up(event)
+            # The main resource reports to the fleet's bus (the template passes ReportToEventBus to it alone).
+            if event["ResourceType"] == "Custom::ReversePrivateLink":
+                for properties in ("ResourceProperties", "OldResourceProperties"):
+                    if properties in event:
+                        event[properties]["ReportToEventBus"] = FLEET_BUS
             how, detail = builder.invoke(event["RequestId"], event)
             if how != "response":
                 sys.exit(f"{name}: the invocation failed: {detail}")
@@ -391,6 +435,7 @@ def main():
             stop_if_refused(name)
             if answer["Status"] != "SUCCESS":
                 sys.exit(f"{name}: {answer['Status']}")
+            tell_fleet()
             return answer
 
         def stop_if_refused(step):
@@ -435,6 +480,7 @@ def main():
         after = targets(elb, target_group)
         print(f"    target {', '.join(before)} -> {', '.join(after)} in {took * 1000:.0f} ms (event delivered -> new writer registered, old deregistered)")
         print(f"    the follower's log line for it: {sync_line(logs['follower'], 'retargeted')}")
+        tell_fleet()
         if after != [INSTANCES[new_writer][1]]:
             sys.exit("    the target did not follow the writer")
         took = deliver("scheduled")

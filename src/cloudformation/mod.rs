@@ -115,7 +115,8 @@ async fn answer<R: CustomResource>(
             if let Ok(request) = &request {
                 let answer = answered.as_ref().map_err(String::as_str);
                 // Bounded: running past the deadline would make Lambda deliver the event again.
-                let recorded = tokio::time::timeout_at(deadline.finish_by, resource.answered(request, answer)).await;
+                let answered = Box::pin(resource.answered(request, answer));
+                let recorded = tokio::time::timeout_at(deadline.finish_by, answered).await;
                 if recorded.is_err() {
                     warn!("the deadline came before the answer could be recorded on the resource");
                 }

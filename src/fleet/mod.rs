@@ -114,9 +114,10 @@ impl Reporter {
     }
 
     /// Puts `report` on `bus`, logging how it went; never fails. EventBridge is called in the
-    /// bus's region: PutEvents delivers to a bus of the region it is called in, and a bus of
-    /// another account of that region by ARN when the bus's policy allows it (EventBridge user
-    /// guide, "Permissions for event buses").
+    /// bus's region: the PutEvents API reference takes another region's bus only through a
+    /// global endpoint (`EventBusName`), while a bus of another account of the region it is
+    /// called in takes the event by ARN when the bus's policy admits the caller (EventBridge
+    /// user guide, "Permissions for event buses").
     pub async fn send(&self, bus: &EventBus, report: &Report) {
         let events = match self.events.config().region().map(Region::as_ref) {
             Some(region) if region == bus.region => self.events.clone(),
@@ -141,7 +142,7 @@ impl Reporter {
         // The client's own bound (aws.rs) keeps each attempt short, the SDK's retries included.
         let mut attempt = 1;
         let put = loop {
-            let put = events.put_events().entries(entry.clone()).send().await;
+            let put = Box::pin(events.put_events().entries(entry.clone()).send()).await;
             match &put {
                 // IAM is eventually consistent (IAM user guide, "Changes that I make are not always
                 // immediately visible"): the stack update that adds the permission reaches the

@@ -267,7 +267,7 @@ impl Sync {
             };
             let action = report(follower, outcome, millis);
             if let (Some(moved), Some(bus)) = (moved, &follower.report_to) {
-                let told = self.tell_fleet(follower, bus, moved);
+                let told = Box::pin(self.tell_fleet(follower, bus, moved));
                 if tokio::time::timeout_at(deadline.work_until, told).await.is_err() {
                     warn!(target_group = %follower.target_group_arn, "the deadline came before the move could be reported to the fleet");
                 }

@@ -18,19 +18,19 @@ async fn fleet_bus(h: &Harness) -> (aws_sdk_sqs::Client, String) {
     let config = h.moto.sdk_config().await.into_builder().region(Region::new(BUS_REGION)).build();
     let events = aws_sdk_eventbridge::Client::new(&config);
     let sqs = aws_sdk_sqs::Client::new(&config);
-    events.create_event_bus().name("fleet").send().await.unwrap();
-    let queue = sqs.create_queue().queue_name("fleet").send().await.unwrap().queue_url.unwrap();
+    Box::pin(events.create_event_bus().name("fleet").send()).await.unwrap();
+    let queue = Box::pin(sqs.create_queue().queue_name("fleet").send()).await.unwrap().queue_url.unwrap();
     let fleet = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fleet.yaml")).unwrap();
     let fleet: serde_norway::Value = serde_norway::from_str(&fleet).unwrap();
     let pattern = serde_json::to_string(&fleet["Resources"]["KeepEveryReport"]["Properties"]["EventPattern"]).unwrap();
     assert!(pattern.contains("reverse-privatelink"), "{pattern}");
-    events.put_rule().name("keep").event_bus_name("fleet").event_pattern(pattern).send().await.unwrap();
+    Box::pin(events.put_rule().name("keep").event_bus_name("fleet").event_pattern(pattern).send()).await.unwrap();
     let target = aws_sdk_eventbridge::types::Target::builder()
         .id("queue")
         .arn(format!("arn:aws:sqs:{BUS_REGION}:123456789012:fleet"))
         .build()
         .unwrap();
-    events.put_targets().rule("keep").event_bus_name("fleet").targets(target).send().await.unwrap();
+    Box::pin(events.put_targets().rule("keep").event_bus_name("fleet").targets(target).send()).await.unwrap();
     // The stack deployed with the parameter: the roles' fleet-report policies exist.
     h.moto.set_parameters(&h.stack_id, &json!({"ReportToEventBus": BUS})).await;
     (sqs, queue)
@@ -42,14 +42,16 @@ async fn received(sqs: &aws_sdk_sqs::Client, queue: &str) -> Vec<Value> {
         serde_json::from_str(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/fleet-event.schema.json")))
             .unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    let answer = sqs.receive_message().queue_url(queue).max_number_of_messages(10).send().await.unwrap();
+    let answer = Box::pin(sqs.receive_message().queue_url(queue).max_number_of_messages(10).send()).await.unwrap();
     let mut events = Vec::new();
     for message in answer.messages.unwrap_or_default() {
         let event: Value = serde_json::from_str(message.body.as_deref().unwrap()).unwrap();
         let errors: Vec<String> =
             validator.iter_errors(&event).map(|e| format!("{} at {}", e, e.instance_path())).collect();
         assert!(errors.is_empty(), "the event does not follow the schema: {errors:?}\n{event:#}");
-        sqs.delete_message().queue_url(queue).receipt_handle(message.receipt_handle.unwrap()).send().await.unwrap();
+        Box::pin(sqs.delete_message().queue_url(queue).receipt_handle(message.receipt_handle.unwrap()).send())
+            .await
+            .unwrap();
         events.push(event);
     }
     events
@@ -160,4 +162,38 @@ async fn anything_but_an_event_bus_is_refused_naming_the_property_and_leaves_not
         "{reason}"
     );
     assert!(h.inventory().await.is_empty());
+}
+
+#[tokio::test]
+async fn the_bus_is_set_and_dropped_in_place_and_the_follower_reports_where_the_chain_says() {
+    let h = Harness::new().await;
+    let db = h.seed_database().await;
+    let (sqs, queue) = fleet_bus(&h).await;
+    let quiet = h.following(&db.cluster);
+    let answer = h.create(&quiet).await;
+    let service_id = answer["PhysicalResourceId"].as_str().unwrap().to_string();
+    let report_tag = |chain: &crate::support::harness::ChainView| {
+        chain.target_group_tags.get("reverse-privatelink:report-to").cloned()
+    };
+    assert_eq!(report_tag(&h.chain(&answer).await), None);
+    assert_eq!(received(&sqs, &queue).await, Vec::<Value>::new(), "no bus, no report");
+
+    let reporting = reporting(&h, &db);
+    let updated = h.send(&h.update_event(&service_id, &quiet, &reporting)).await;
+    assert_eq!(updated["PhysicalResourceId"], service_id.as_str(), "in place");
+    assert_eq!(report_tag(&h.chain(&updated).await).as_deref(), Some(BUS));
+    assert_eq!(one(&sqs, &queue).await["Event"], "Update");
+    h.rds.failover_db_cluster().db_cluster_identifier(&db.cluster).send().await.unwrap();
+    h.dns.set(&db.cluster_endpoint, &[db.reader.address]);
+    h.deliver(&h.scheduled_event()).await;
+    assert_eq!(one(&sqs, &queue).await["Event"], "WriterMoved");
+
+    let dropped = h.send(&h.update_event(&service_id, &reporting, &quiet)).await;
+    assert_eq!(dropped["PhysicalResourceId"], service_id.as_str());
+    assert_eq!(report_tag(&h.chain(&dropped).await), None);
+    h.rds.failover_db_cluster().db_cluster_identifier(&db.cluster).send().await.unwrap();
+    h.dns.set(&db.cluster_endpoint, &[db.writer.address]);
+    h.deliver(&h.scheduled_event()).await;
+    assert_eq!(h.chain(&dropped).await.targets.iter().next().unwrap().0, db.writer.address.to_string());
+    assert_eq!(received(&sqs, &queue).await, Vec::<Value>::new(), "the bus dropped, the move unreported");
 }

@@ -32,7 +32,7 @@ pub struct Aws {
     pub rds: aws_sdk_rds::Client,
     pub cloudformation: aws_sdk_cloudformation::Client,
     pub tagging: aws_sdk_resourcegroupstagging::Client,
-    /// The fleet report's, bounded like CloudFormation's: a report is not worth a long wait.
+    /// The fleet report's, in the function's region (another region's is derived from it).
     pub events: aws_sdk_eventbridge::Client,
 }
 
@@ -41,14 +41,15 @@ impl Aws {
         // Throttling and server errors are retried with the SDK's standard backoff, but
         // for a bounded time: an answer that cannot be had is "could not ask" (nothing is
         // concluded from it), and waiting a minute for it on every question is not worth it.
+        let retries = RetryConfig::standard().with_max_attempts(3);
+        let timeouts = TimeoutConfig::builder().operation_timeout(Duration::from_secs(10)).build();
         let cloudformation = aws_sdk_cloudformation::config::Builder::from(config)
-            .retry_config(RetryConfig::standard().with_max_attempts(3))
-            .timeout_config(TimeoutConfig::builder().operation_timeout(Duration::from_secs(10)).build())
+            .retry_config(retries.clone())
+            .timeout_config(timeouts.clone())
             .build();
-        let events = aws_sdk_eventbridge::config::Builder::from(config)
-            .retry_config(RetryConfig::standard().with_max_attempts(3))
-            .timeout_config(TimeoutConfig::builder().operation_timeout(Duration::from_secs(10)).build())
-            .build();
+        // The fleet report's: not worth a long wait either.
+        let events =
+            aws_sdk_eventbridge::config::Builder::from(config).retry_config(retries).timeout_config(timeouts).build();
         Aws {
             ec2: aws_sdk_ec2::Client::new(config),
             elb: aws_sdk_elasticloadbalancingv2::Client::new(config),

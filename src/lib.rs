@@ -6,7 +6,8 @@
 //! → [`resource`], [`spec`] and [`resolve`] (the desired state) → [`chain`]
 //! (the AWS calls). Beside the protocol, [`sync`] handles the schedule and RDS
 //! events and [`diagnose`] a direct request for a report; both share the chain;
-//! [`database`] says who the writer is. [`incoming`] sorts each event to its room;
+//! [`database`] says who the writer is; [`fleet`] tells the organization's bus what
+//! each answer and target move left. [`incoming`] sorts each event to its room;
 //! [`deadline`] keeps every room within the invocation's time.
 
 pub mod aws;

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
 
+mod fleet;
 mod orphans;
 
 pub use orphans::INTERVAL_ENV;
@@ -25,7 +26,7 @@ use crate::cloudformation::{ResourceStatus, StatusReader};
 use crate::database::{Databases, Described, Kind, Writer};
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
-use crate::fleet::{self, Happened, Report, Reporter};
+use crate::fleet::Reporter;
 use crate::spec::{Database, EventBus};
 
 /// Limits the sync to the chains of one stack (the template sets it to its own
@@ -267,7 +268,7 @@ impl Sync {
             };
             let action = report(follower, outcome, millis);
             if let (Some(moved), Some(bus)) = (moved, &follower.report_to) {
-                let told = Box::pin(self.tell_fleet(follower, bus, moved));
+                let told = Box::pin(fleet::tell(&self.aws, &self.fleet, follower, bus, moved));
                 if tokio::time::timeout_at(deadline.work_until, told).await.is_err() {
                     warn!(target_group = %follower.target_group_arn, "the deadline came before the move could be reported to the fleet");
                 }
@@ -275,30 +276,6 @@ impl Sync {
             (follower.target_group_arn.clone(), action)
         });
         futures::future::join_all(runs).await.into_iter().collect()
-    }
-
-    /// Reports a target move (old addresses, new address, writer instance) to the fleet's bus,
-    /// with the service name and zone IDs the consumer needs.
-    async fn tell_fleet(&self, follower: &Follower, bus: &EventBus, (old, new, instance): (String, String, String)) {
-        let owner = &follower.owner;
-        let mut report =
-            Report::new(&owner.stack_id, &owner.logical_id, Happened::WriterMoved, fleet::Outcome::Success);
-        report.database = follower.database.clone();
-        (report.previous_target_ips, report.target_ips, report.writer_instance) = (old, new, instance);
-        if let Some(service_id) = &follower.service_id {
-            report.service_id = service_id.clone();
-            match chain::Chain::new(&self.aws, owner.clone()).published(service_id).await {
-                Ok(Some((name, zones))) => {
-                    report.service_name = name;
-                    report.availability_zone_ids = zones.into_iter().map(|z| z.id).collect::<Vec<_>>().join(",");
-                }
-                Ok(None) => warn!(%service_id, "the chain's endpoint service is gone; reporting the move without it"),
-                Err(error) => {
-                    warn!(%service_id, %error, "could not read the endpoint service; reporting the move without it")
-                }
-            }
-        }
-        self.fleet.send(bus, &report).await;
     }
 
     /// The target groups that carry a database tag (of this stack, when the function
@@ -333,9 +310,9 @@ impl Sync {
     }
 
     /// Of the unmarked chains, (logical ID, generation) of those CloudFormation holds now, with
-    /// the service ID it holds, asked once per logical ID. A chain a request is still building is not held yet (a
-    /// Create's resource has no physical ID; a replacement's holds the old chain); without
-    /// the stack, or an answer from CloudFormation, none is.
+    /// the service ID it holds, asked once per logical ID. A chain a request is still building
+    /// is not held yet (a Create's resource has no physical ID; a replacement's holds the old
+    /// chain); without the stack, or an answer from CloudFormation, none is.
     async fn held_unmarked(
         &self,
         unmarked: &[(String, BTreeMap<String, String>)],

@@ -197,3 +197,16 @@ async fn the_bus_is_set_and_dropped_in_place_and_the_follower_reports_where_the_
     assert_eq!(h.chain(&dropped).await.targets.iter().next().unwrap().0, db.writer.address.to_string());
     assert_eq!(received(&sqs, &queue).await, Vec::<Value>::new(), "the bus dropped, the move unreported");
 }
+
+#[tokio::test]
+async fn a_report_refused_while_the_new_permission_spreads_is_tried_again() {
+    let (h, proxy) = Harness::behind_proxy(Some(2)).await;
+    let db = h.seed_database().await;
+    let (sqs, queue) = fleet_bus(&h).await;
+    // IAM is eventually consistent: the role's new fleet-report policy refuses the first tries.
+    proxy.inject("PutEvents", Fault::Refuse("AccessDeniedException"), Some(2));
+    let answer = h.create(&reporting(&h, &db)).await;
+    assert_eq!(answer["Status"], "SUCCESS");
+    assert_eq!(one(&sqs, &queue).await["Event"], "Create");
+    assert_eq!(proxy.actions().iter().filter(|a| *a == "PutEvents").count(), 3);
+}

@@ -137,12 +137,11 @@ impl Reporter {
             .resources(&report.stack_id)
             .detail(detail)
             .build();
-        let bus_arn = bus.arn.as_str();
-        let event = format!("{:?}", report.event);
+        let (bus_arn, event) = (bus.arn.as_str(), report.event);
         // The client's own bound (aws.rs) keeps each attempt short, the SDK's retries included.
         let mut attempt = 1;
         let put = loop {
-            let put = Box::pin(events.put_events().entries(entry.clone()).send()).await;
+            let put = events.put_events().entries(entry.clone()).send().await;
             match &put {
                 // IAM is eventually consistent (IAM user guide, "Changes that I make are not always
                 // immediately visible"): the stack update that adds the permission reaches the
@@ -156,7 +155,7 @@ impl Reporter {
         };
         let error = match put {
             Ok(answer) if answer.failed_entry_count == 0 => {
-                return info!(bus = bus_arn, event, outcome = ?report.outcome, "reported to the fleet's event bus");
+                return info!(bus = bus_arn, ?event, outcome = ?report.outcome, "reported to the fleet's event bus");
             }
             Ok(answer) => {
                 let entries = answer.entries.unwrap_or_default();
@@ -166,7 +165,7 @@ impl Reporter {
             }
             Err(error) => DisplayErrorContext(&error).to_string(),
         };
-        warn!(bus = bus_arn, event, %error, "could not put the fleet report (PutEvents); what was done stands");
+        warn!(bus = bus_arn, ?event, %error, "could not put the fleet report (PutEvents); what was done stands");
     }
 }
 

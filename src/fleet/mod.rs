@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use aws_sdk_eventbridge::config::Region;
 use aws_sdk_eventbridge::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_eventbridge::operation::put_events::PutEventsOutput;
 use aws_sdk_eventbridge::types::{PutEventsRequestEntry, PutEventsResultEntry};
 use serde::Serialize;
 use tracing::{info, warn};
@@ -97,9 +98,13 @@ impl Report {
     }
 }
 
-/// How often a denied report is tried, and how far apart: long enough for a new permission.
-const DENIED_ATTEMPTS: u32 = 4;
-const DENIED_PAUSE: Duration = Duration::from_secs(2);
+/// How often a report that may pass later is tried, and how far apart: long enough for a new
+/// permission to reach the role.
+const ATTEMPTS: u32 = 4;
+const PAUSE: Duration = Duration::from_secs(2);
+
+/// Entry errors EventBridge names retryable (API reference, `PutEventsResultEntry`).
+const RETRYABLE_ENTRY_ERRORS: [&str; 2] = ["InternalFailure", "ThrottlingException"];
 
 /// Puts reports on event buses, in each bus's own region.
 #[derive(Clone, Debug)]
@@ -142,31 +147,40 @@ impl Reporter {
         let mut attempt = 1;
         let put = loop {
             let put = events.put_events().entries(entry.clone()).send().await;
-            match &put {
+            let may_pass_later = match &put {
                 // IAM is eventually consistent (IAM user guide, "Changes that I make are not always
                 // immediately visible"): the stack update that adds the permission reaches the
                 // role moments before its custom resource reports.
-                Err(error) if error.code() == Some("AccessDeniedException") && attempt < DENIED_ATTEMPTS => {
-                    attempt += 1;
-                    tokio::time::sleep(DENIED_PAUSE).await;
-                }
-                _ => break put,
+                Err(error) => error.code() == Some("AccessDeniedException"),
+                Ok(answer) => failed_entry(answer).is_some_and(|e| RETRYABLE_ENTRY_ERRORS.contains(&entry_error(e).0)),
+            };
+            if !may_pass_later || attempt == ATTEMPTS {
+                break put;
             }
+            attempt += 1;
+            tokio::time::sleep(PAUSE).await;
         };
         let error = match put {
             Ok(answer) if answer.failed_entry_count == 0 => {
                 return info!(bus = bus_arn, ?event, outcome = ?report.outcome, "reported to the fleet's event bus");
             }
             Ok(answer) => {
-                let entries = answer.entries.unwrap_or_default();
-                let failed = entries.iter().find(|e| e.error_code.is_some());
-                let part = |f: fn(&PutEventsResultEntry) -> Option<&str>| failed.and_then(f).unwrap_or_default();
-                format!("{}: {}", part(PutEventsResultEntry::error_code), part(PutEventsResultEntry::error_message))
+                let (code, message) = failed_entry(&answer).map(entry_error).unwrap_or_default();
+                format!("{code}: {message}")
             }
             Err(error) => DisplayErrorContext(&error).to_string(),
         };
         warn!(bus = bus_arn, ?event, %error, "could not put the fleet report (PutEvents); what was done stands");
     }
+}
+
+fn failed_entry(answer: &PutEventsOutput) -> Option<&PutEventsResultEntry> {
+    answer.entries().iter().find(|e| e.error_code.is_some())
+}
+
+/// An entry's error code and message.
+fn entry_error(entry: &PutEventsResultEntry) -> (&str, &str) {
+    (entry.error_code().unwrap_or_default(), entry.error_message().unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -210,3 +210,21 @@ async fn a_report_refused_while_the_new_permission_spreads_is_tried_again() {
     assert_eq!(one(&sqs, &queue).await["Event"], "Create");
     assert_eq!(proxy.actions().iter().filter(|a| *a == "PutEvents").count(), 3);
 }
+
+#[tokio::test]
+async fn an_event_the_bus_did_not_take_is_tried_again_and_changes_no_answer() {
+    let (h, proxy) = Harness::behind_proxy(Some(2)).await;
+    let db = h.seed_database().await;
+    fleet_bus(&h).await;
+    // PutEvents answers 200 and fails the entry (EventBridge API reference, PutEventsResultEntry).
+    let failed =
+        r#"{"FailedEntryCount": 1, "Entries": [{"ErrorCode": "InternalFailure", "ErrorMessage": "try again"}]}"#;
+    proxy.inject("PutEvents", Fault::rewrite(move |_| failed.to_string()), None);
+    let properties = reporting(&h, &db);
+    let answer = h.create(&properties).await;
+    assert_eq!(answer["Status"], "SUCCESS");
+    let service_id = answer["PhysicalResourceId"].as_str().unwrap();
+    assert_eq!(h.send(&h.delete_event(service_id, &properties)).await["Status"], "SUCCESS");
+    // InternalFailure is retryable: each of the two reports is tried 4 times before it is given up.
+    assert_eq!(proxy.actions().iter().filter(|a| *a == "PutEvents").count(), 8);
+}

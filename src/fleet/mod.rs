@@ -16,7 +16,7 @@ use aws_sdk_eventbridge::types::{PutEventsRequestEntry, PutEventsResultEntry};
 use serde::Serialize;
 use tracing::{info, warn};
 
-use crate::spec::EventBus;
+use crate::spec::{EventBus, own_account, own_region};
 
 /// The events' `source` (a custom source may not begin with `aws.`; EventBridge user guide,
 /// "Sending events with PutEvents").
@@ -76,11 +76,10 @@ pub struct Report {
 impl Report {
     /// A report with the account and region of `stack_id` and nothing else said yet.
     pub fn new(stack_id: &str, logical_resource_id: &str, event: Happened, outcome: Outcome) -> Report {
-        let field = |n: usize| stack_id.split(':').nth(n).unwrap_or_default().to_string();
         Report {
             schema_version: SCHEMA_VERSION,
-            account: field(4),
-            region: field(3),
+            account: own_account(stack_id).unwrap_or_default().to_string(),
+            region: own_region(stack_id).unwrap_or_default().to_string(),
             stack_id: stack_id.to_string(),
             logical_resource_id: logical_resource_id.to_string(),
             event,

@@ -16,7 +16,7 @@ use crate::chain::{ingress, network};
 use crate::cloudformation::Success;
 use crate::database::{Databases, Described};
 use crate::error::Result;
-use crate::spec::{Database, Spec};
+use crate::spec::{Database, Spec, own_account, own_partition, own_region};
 
 pub const RESOURCE_TYPE: &str = "Custom::DatabaseSecurityGroups";
 
@@ -87,10 +87,8 @@ async fn database_vpc(databases: &Databases, described: &Described) -> Result<St
 
 /// `arn:<partition>:ec2:<region>:<account>:<kind>/<id>`, in the stack's partition, region and account.
 fn ec2_arn(stack_id: &str, kind: &str, id: &str) -> String {
-    // arn:aws:cloudformation:us-east-1:123456789012:stack/name/guid
-    let parts: Vec<&str> = stack_id.splitn(6, ':').collect();
-    let part = |i: usize| parts.get(i).copied().unwrap_or_default();
-    format!("arn:{}:ec2:{}:{}:{kind}/{id}", part(1), part(3), part(4))
+    let part = |field: fn(&str) -> Option<&str>| field(stack_id).unwrap_or_default();
+    format!("arn:{}:ec2:{}:{}:{kind}/{id}", part(own_partition), part(own_region), part(own_account))
 }
 
 #[cfg(test)]

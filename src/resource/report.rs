@@ -6,7 +6,7 @@ use super::lookup;
 use crate::chain::SERVICE_ID_PREFIX;
 use crate::cloudformation::{Request, Success};
 use crate::fleet::{Happened, Outcome, Report};
-use crate::spec::EventBus;
+use crate::spec::{EventBus, report_to};
 
 /// The bus the request's properties name and the report for it, or None when they name none
 /// (or none that can be read: that request is answered FAILED for it). A request for the
@@ -37,8 +37,7 @@ pub fn of(request: &Request, answer: Result<&Success, &str>) -> Option<(EventBus
     if resource_type == lookup::RESOURCE_TYPE {
         return None;
     }
-    let bus = properties.get("ReportToEventBus").and_then(Value::as_str).map(str::trim).filter(|t| !t.is_empty())?;
-    let bus = EventBus::parse(bus).ok()?;
+    let bus = report_to(properties.as_object()?, stack_id).ok().flatten()?;
     // Only IDs of services: after a failed Create CloudFormation may hold a made-up one.
     let held = physical_id.filter(|id| id.starts_with(SERVICE_ID_PREFIX)).cloned().unwrap_or_default();
     let outcome = if answer.is_ok() { Outcome::Success } else { Outcome::Failed };

@@ -2,7 +2,7 @@
 //! (see [`crate::fleet`]).
 
 use super::read::{Properties, scalar};
-use super::regions::is_region_name;
+use super::regions::{is_region_name, own_partition};
 use crate::error::{Error, Result};
 
 const P: &str = "ReportToEventBus";
@@ -69,7 +69,7 @@ impl EventBus {
 pub fn report_to(props: &Properties, stack_id: &str) -> Result<Option<EventBus>> {
     let Some(text) = scalar(props, P)? else { return Ok(None) };
     let bus = EventBus::parse(&text).map_err(|message| Error::property(P, message))?;
-    let stack_partition = stack_id.split(':').nth(1).unwrap_or_default();
+    let stack_partition = own_partition(stack_id).unwrap_or_default();
     if !stack_partition.is_empty() && bus.partition != stack_partition {
         return Err(Error::property(
             P,

@@ -20,9 +20,9 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use read::{boolean, edit_distance, kind, noted};
 
-pub use event_bus::EventBus;
+pub use event_bus::{EventBus, report_to};
 pub use name::{GENERATION_LEN, MAX_NAME_LEN, stack_name};
-pub use regions::own_region;
+pub use regions::{own_account, own_partition, own_region};
 pub use tags::{RESERVED_TAG_PREFIX, is_tag_char, tag_keys};
 pub use target::{Database, PRIVATE_RANGES, Target, is_private};
 pub use zones::CONSUMER_ZONES;

@@ -42,7 +42,22 @@ pub(super) fn is_region_name(name: &str) -> bool {
 
 /// The region of `arn:aws:cloudformation:<region>:<account>:stack/…`.
 pub fn own_region(stack_id: &str) -> Option<&str> {
-    stack_id.split(':').nth(3).filter(|region| !region.is_empty())
+    stack_field(stack_id, 3)
+}
+
+/// The partition (`aws`, `aws-cn`, …) of the stack's ID.
+pub fn own_partition(stack_id: &str) -> Option<&str> {
+    stack_field(stack_id, 1)
+}
+
+/// The account of the stack's ID.
+pub fn own_account(stack_id: &str) -> Option<&str> {
+    stack_field(stack_id, 4)
+}
+
+/// Field `n` of `arn:<partition>:cloudformation:<region>:<account>:stack/…`, if not empty.
+fn stack_field(stack_id: &str, n: usize) -> Option<&str> {
+    stack_id.split(':').nth(n).filter(|field| !field.is_empty())
 }
 
 #[cfg(test)]

@@ -108,18 +108,18 @@ impl Moto {
     /// (`DatabaseSecurityGroups.Arns`...), once CloudFormation has them.
     pub async fn deploy_stack(&self, stack_id: &str, attributes: &Value, keys: Option<(&str, &str)>) {
         let keys = keys.map(|(builder, follower)| json!({builder: "FunctionRole", follower: "FollowerRole"}));
-        let body = json!({"stack_id": stack_id, "attributes": attributes, "keys": keys.unwrap_or(json!({}))});
-        let url = format!("{}/_iam/principals", self.endpoint);
-        let answer = reqwest::Client::new().post(url).body(body.to_string()).send().await;
-        assert!(answer.is_ok_and(|a| a.status().is_success()), "the emulator did not take the stack's policies");
+        self.register(json!({"stack_id": stack_id, "attributes": attributes, "keys": keys.unwrap_or(json!({}))})).await;
     }
 
     /// Sets template parameters of `stack_id` (deployed already), re-rendering its roles' policies.
     pub async fn set_parameters(&self, stack_id: &str, parameters: &Value) {
-        let body = json!({"stack_id": stack_id, "parameters": parameters});
+        self.register(json!({"stack_id": stack_id, "parameters": parameters})).await;
+    }
+
+    async fn register(&self, body: Value) {
         let url = format!("{}/_iam/principals", self.endpoint);
         let answer = reqwest::Client::new().post(url).body(body.to_string()).send().await;
-        assert!(answer.is_ok_and(|a| a.status().is_success()), "the emulator did not take the stack's parameters");
+        assert!(answer.is_ok_and(|a| a.status().is_success()), "the emulator did not take the stack: {body}");
     }
 
     /// The authorizations refused so far: each names the role, the request, the action and
